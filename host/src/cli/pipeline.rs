@@ -1,0 +1,211 @@
+//! `pi-agent pipeline check | run | test`: guest pipelines in the sandbox, no Telegram, no
+//! Ollama.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+
+use super::PipelineCommand;
+use super::fixtures::{self, Run};
+use crate::config::PipelineConfig;
+use crate::pipeline::{CompileCache, CompileSource, FormatOutcome, GuestEngine, Pipeline};
+use crate::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role};
+
+pub fn run(command: PipelineCommand, config: PipelineConfig) -> anyhow::Result<ExitCode> {
+    match command {
+        PipelineCommand::Check { manifest } => check(&load(&config, manifest)?),
+        PipelineCommand::Run {
+            manifest,
+            message,
+            reply,
+            history,
+        } => {
+            let history = history
+                .map(|path| fixtures::read_history(&path))
+                .transpose()?
+                .unwrap_or_default();
+            let pipeline = load(&config, manifest)?;
+            print_run(&simulate(
+                &pipeline,
+                &config.model,
+                history,
+                &message,
+                reply,
+            )?);
+            Ok(ExitCode::SUCCESS)
+        }
+        PipelineCommand::Test { manifest, dir } => {
+            let pipeline = load(&config, manifest)?;
+            let dir = dir.or_else(|| pipeline.manifest().fixtures.clone()).context(
+                "no fixture directory: pass one (`pipeline test DIR`) or set `fixtures` in the manifest",
+            )?;
+            test(&pipeline, &config.model, &dir)
+        }
+    }
+}
+
+fn load(config: &PipelineConfig, manifest: Option<PathBuf>) -> anyhow::Result<Pipeline> {
+    let path = manifest.unwrap_or_else(|| config.manifest.clone());
+    let engine = GuestEngine::new().context("cannot start the WebAssembly engine")?;
+    let cache = CompileCache::new(config.cache_dir());
+    Ok(Pipeline::load_file(
+        engine,
+        &path,
+        &config.default_limits,
+        &cache,
+    )?)
+}
+
+/// One message through the pipeline, as the bot would run it, with `reply` standing in for
+/// the LLM.
+pub fn simulate(
+    pipeline: &Pipeline,
+    model: &str,
+    history: Vec<ChatMessage>,
+    message: &str,
+    reply: Option<String>,
+) -> anyhow::Result<Run> {
+    let ctx = ChatContext {
+        unix_ms: unix_ms(),
+        ..ChatContext::default()
+    };
+    let mut messages = history;
+    messages.push(ChatMessage::new(Role::User, message));
+    let prompt = Prompt {
+        model: model.to_owned(),
+        messages,
+        options: Default::default(),
+    };
+    Ok(match pipeline.format(&ctx, prompt)? {
+        FormatOutcome::Rejected { stage, reason } => Run::Rejected { stage, reason },
+        FormatOutcome::Reply { prompt, reply } => {
+            let shaped = pipeline.shape(&ctx, &prompt, reply, true)?;
+            Run::Answered { prompt, shaped }
+        }
+        FormatOutcome::Prompt(prompt) => {
+            let shaped = reply
+                .map(|text| pipeline.shape(&ctx, &prompt, Reply::plain(text), true))
+                .transpose()?;
+            Run::Asked { prompt, shaped }
+        }
+    })
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn check(pipeline: &Pipeline) -> anyhow::Result<ExitCode> {
+    println!(
+        "{}: {} stage(s), all loaded",
+        pipeline.manifest().path.display(),
+        pipeline.stages().len()
+    );
+    println!(
+        "{:<16} {:<17} {:>9} {:<12} {:>9} {:<8} {:>8} {:>8} {:>8}",
+        "stage", "role", "size", "hash", "load", "compile", "memory", "timeout", "output"
+    );
+    for s in pipeline.stages() {
+        let source = match s.source {
+            CompileSource::Cache => "cached",
+            CompileSource::Compiled => "compiled",
+        };
+        println!(
+            "{:<16} {:<17} {:>6} KiB {:<12} {:>6} ms {:<8} {:>4} MiB {:>5} ms {:>4} KiB",
+            s.name,
+            s.role.to_string(),
+            s.size_bytes.div_ceil(1024),
+            s.hash.short(),
+            s.load_time.as_millis(),
+            source,
+            s.limits.memory_mib(),
+            s.limits.timeout.as_millis(),
+            s.limits.max_output_bytes / 1024,
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_run(run: &Run) {
+    let (prompt, shaped, heading) = match run {
+        Run::Rejected { stage, reason } => {
+            println!("Rejected by stage '{stage}': {reason}");
+            return;
+        }
+        Run::Asked { prompt, shaped } => (prompt, shaped.as_ref(), "Reply (shaped)"),
+        Run::Answered { prompt, shaped } => (
+            prompt,
+            Some(shaped),
+            "Direct reply from a formatter (the LLM is not asked)",
+        ),
+    };
+    println!(
+        "── Prompt for {} ({} messages)",
+        prompt.model,
+        prompt.messages.len()
+    );
+    for message in &prompt.messages {
+        println!("[{}] {}", message.role, message.content);
+    }
+    if let Some(reply) = shaped {
+        println!("── {heading}, format {:?}", reply.format);
+        println!("{}", reply.text);
+    }
+}
+
+fn test(pipeline: &Pipeline, model: &str, dir: &Path) -> anyhow::Result<ExitCode> {
+    let cases = fixtures::load_dir(dir)?;
+    anyhow::ensure!(
+        !cases.is_empty(),
+        "no fixture files (*.toml) in {}",
+        dir.display()
+    );
+    let width = cases
+        .iter()
+        .map(|(p, _)| name(p).len())
+        .max()
+        .unwrap_or(0)
+        .max(7);
+    println!("{:<width$}  result  time", "fixture");
+    let (mut passed, mut failed) = (0, 0);
+    for (path, fixture) in cases {
+        let started = Instant::now();
+        let failures = match fixture {
+            Err(e) => vec![format!("{e:#}")],
+            Ok(f) => match simulate(pipeline, model, f.history, &f.message, f.reply) {
+                Ok(run) => fixtures::evaluate(&f.expect, &run),
+                Err(e) => vec![format!("{e:#}")],
+            },
+        };
+        let verdict = if failures.is_empty() { "PASS" } else { "FAIL" };
+        println!(
+            "{:<width$}  {verdict}    {:>4} ms",
+            name(&path),
+            started.elapsed().as_millis()
+        );
+        for failure in &failures {
+            println!("{:<width$}    - {failure}", "");
+        }
+        if failures.is_empty() {
+            passed += 1
+        } else {
+            failed += 1
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,220 @@
+//! `pipeline.toml`: which guests run, in what order, with which limits and settings.
+//!
+//! ```toml
+//! fixtures = "fixtures"          # optional: default directory for `pipeline test`
+//!
+//! [[stage]]
+//! name  = "persona"
+//! guest = "guests/dist/persona.wasm"   # relative to this file's directory
+//! memory_limit_mib = 64                # optional, overrides the default limits
+//! timeout_ms = 1000
+//! max_output_kib = 1024
+//! [stage.config]                       # read by the guest through `host.config(key)`
+//! system_prompt = "You are a concise assistant."
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::error::LoadError;
+use super::limits::StageLimits;
+
+/// A parsed manifest with paths resolved against its directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    pub path: PathBuf,
+    pub fixtures: Option<PathBuf>,
+    pub stages: Vec<StageSpec>,
+}
+
+/// One `[[stage]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageSpec {
+    pub name: String,
+    pub guest: PathBuf,
+    pub limits: StageLimits,
+    /// `[stage.config]`, every value as text (strings as written, others as TOML).
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    fixtures: Option<PathBuf>,
+    #[serde(default)]
+    stage: Vec<RawStage>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStage {
+    name: String,
+    guest: PathBuf,
+    memory_limit_mib: Option<u64>,
+    timeout_ms: Option<u64>,
+    max_output_kib: Option<u64>,
+    #[serde(default)]
+    config: toml::Table,
+}
+
+impl Manifest {
+    /// Reads and validates the manifest at `path`; stages without explicit limits get
+    /// `defaults`.
+    pub fn load(path: &Path, defaults: &StageLimits) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::ReadManifest {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text, defaults)
+    }
+
+    /// Parses manifest text as if it were read from `path`.
+    pub fn parse(path: &Path, text: &str, defaults: &StageLimits) -> Result<Self, LoadError> {
+        let invalid = |message: String| LoadError::InvalidManifest {
+            path: path.to_owned(),
+            message,
+        };
+        let raw: RawManifest = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+
+        let mut seen = std::collections::HashSet::new();
+        let mut stages = Vec::with_capacity(raw.stage.len());
+        for stage in raw.stage {
+            if stage.name.trim().is_empty() {
+                return Err(invalid("a stage has an empty name".into()));
+            }
+            if !seen.insert(stage.name.clone()) {
+                return Err(invalid(format!(
+                    "stage name '{}' is used twice",
+                    stage.name
+                )));
+            }
+            let limits = stage_limits(&stage, defaults)
+                .map_err(|m| invalid(format!("stage '{}': {m}", stage.name)))?;
+            stages.push(StageSpec {
+                guest: base.join(&stage.guest),
+                config: stage
+                    .config
+                    .into_iter()
+                    .map(|(k, v)| (k, config_text(v)))
+                    .collect(),
+                name: stage.name,
+                limits,
+            });
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            fixtures: raw.fixtures.map(|f| base.join(f)),
+            stages,
+        })
+    }
+
+    /// Every file a reload depends on: the manifest and each guest.
+    pub fn watched_files(&self) -> impl Iterator<Item = &Path> {
+        std::iter::once(self.path.as_path()).chain(self.stages.iter().map(|s| s.guest.as_path()))
+    }
+}
+
+fn stage_limits(stage: &RawStage, defaults: &StageLimits) -> Result<StageLimits, String> {
+    let positive = |value: Option<u64>, key: &str| match value {
+        Some(0) => Err(format!("{key} must be greater than 0")),
+        other => Ok(other),
+    };
+    let mut limits = defaults.clone();
+    if let Some(mib) = positive(stage.memory_limit_mib, "memory_limit_mib")? {
+        limits.memory_bytes = mib
+            .checked_mul(1 << 20)
+            .ok_or("memory_limit_mib is too large")?;
+    }
+    if let Some(ms) = positive(stage.timeout_ms, "timeout_ms")? {
+        limits.timeout = Duration::from_millis(ms);
+    }
+    if let Some(kib) = positive(stage.max_output_kib, "max_output_kib")? {
+        limits.max_output_bytes = usize::try_from(kib.saturating_mul(1024)).unwrap_or(usize::MAX);
+    }
+    Ok(limits)
+}
+
+/// Strings pass through as written; other TOML values become their TOML text, so a guest
+/// can parse `42`, `true` or `["a", "b"]` itself.
+fn config_text(value: toml::Value) -> String {
+    match value {
+        toml::Value::String(s) => s,
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, LoadError> {
+        Manifest::parse(
+            Path::new("conf/pipeline.toml"),
+            text,
+            &StageLimits::default(),
+        )
+    }
+
+    #[test]
+    fn stages_keep_order_and_resolve_paths_and_limits() {
+        let m = parse(
+            r#"
+            fixtures = "fx"
+            [[stage]]
+            name = "a"
+            guest = "g/a.wasm"
+            timeout_ms = 250
+            [stage.config]
+            text = "hello"
+            count = 3
+            flag = true
+            [[stage]]
+            name = "b"
+            guest = "/abs/b.wasm"
+            memory_limit_mib = 8
+            "#,
+        )
+        .unwrap();
+        assert_eq!(m.fixtures, Some(PathBuf::from("conf/fx")));
+        assert_eq!(m.stages[0].name, "a");
+        assert_eq!(m.stages[0].guest, PathBuf::from("conf/g/a.wasm"));
+        assert_eq!(m.stages[0].limits.timeout, Duration::from_millis(250));
+        assert_eq!(m.stages[0].config["text"], "hello");
+        assert_eq!(m.stages[0].config["count"], "3");
+        assert_eq!(m.stages[0].config["flag"], "true");
+        assert_eq!(m.stages[1].guest, PathBuf::from("/abs/b.wasm"));
+        assert_eq!(m.stages[1].limits.memory_bytes, 8 << 20);
+        assert_eq!(m.stages[1].limits.timeout, StageLimits::default().timeout);
+    }
+
+    #[test]
+    fn problems_are_reported_with_the_file_and_stage() {
+        let cases = [
+            ("[[stage]]\nname = \"a\"", "missing field `guest`"),
+            (
+                "[[stage]]\nname = \"a\"\nguest = \"x\"\nmemory_limit_mb = 3",
+                "unknown field `memory_limit_mb`",
+            ),
+            (
+                "[[stage]]\nname = \"a\"\nguest = \"x\"\n[[stage]]\nname = \"a\"\nguest = \"y\"",
+                "'a' is used twice",
+            ),
+            (
+                "[[stage]]\nname = \"a\"\nguest = \"x\"\ntimeout_ms = 0",
+                "stage 'a': timeout_ms must be greater than 0",
+            ),
+            ("[[stage]\n", "conf/pipeline.toml"),
+        ];
+        for (text, expected) in cases {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(
+                err.contains("conf/pipeline.toml") && err.contains(expected),
+                "{err}"
+            );
+        }
+    }
+}

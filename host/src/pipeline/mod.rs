@@ -1,0 +1,123 @@
+//! The sandboxed prompt pipeline: user-replaceable WebAssembly guests that run before the
+//! LLM (formatters) and on its reply (shapers). Independent of Telegram and Ollama.
+//!
+//! - `manifest` reads `pipeline.toml`; `stage` loads one guest and calls it;
+//! - `engine` holds the shared wasmtime engine, `sandbox` what a guest may reach,
+//!   `limits` its caps, `cache` compiled components on disk, `wit` the bindings per
+//!   WIT version.
+//!
+//! A `Pipeline` is immutable once loaded; a reload builds a new one and swaps it whole.
+
+mod cache;
+mod engine;
+mod error;
+mod limits;
+mod manifest;
+mod sandbox;
+mod stage;
+mod wit;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use cache::{CompileCache, CompileSource, ContentHash};
+pub use engine::GuestEngine;
+pub use error::{FailureKind, LoadError, StageError};
+pub use limits::StageLimits;
+pub use manifest::{Manifest, StageSpec};
+pub use stage::{Outcome, Role, StageInfo};
+
+use crate::prompt::{ChatContext, Prompt, Reply};
+use stage::Stage;
+
+/// What the formatters decided for one message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FormatOutcome {
+    /// Ask the LLM this.
+    Prompt(Prompt),
+    /// Answer with this; the LLM is not asked. The shapers still run on it.
+    Reply { prompt: Prompt, reply: Reply },
+    /// Refused by `stage`; `reason` is for the user.
+    Rejected { stage: String, reason: String },
+}
+
+/// A loaded, validated pipeline.
+pub struct Pipeline {
+    engine: Arc<GuestEngine>,
+    manifest: Manifest,
+    stages: Vec<Stage>,
+}
+
+impl Pipeline {
+    /// Loads every stage of `manifest` (compiling through `cache`) and smoke-tests each.
+    /// Any failure rejects the whole pipeline.
+    pub fn load(
+        engine: Arc<GuestEngine>,
+        manifest: Manifest,
+        cache: &CompileCache,
+    ) -> Result<Self, LoadError> {
+        let stages = manifest
+            .stages
+            .iter()
+            .map(|spec| Stage::load(&engine, cache, spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            engine,
+            manifest,
+            stages,
+        })
+    }
+
+    /// Reads the manifest at `path` and loads it.
+    pub fn load_file(
+        engine: Arc<GuestEngine>,
+        path: &Path,
+        defaults: &StageLimits,
+        cache: &CompileCache,
+    ) -> Result<Self, LoadError> {
+        let manifest = Manifest::load(path, defaults)?;
+        Self::load(engine, manifest, cache)
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    pub fn stages(&self) -> impl ExactSizeIterator<Item = &StageInfo> {
+        self.stages.iter().map(Stage::info)
+    }
+
+    /// Runs the formatters in order. A direct reply or a rejection ends the chain.
+    pub fn format(&self, ctx: &ChatContext, prompt: Prompt) -> Result<FormatOutcome, StageError> {
+        let mut prompt = prompt;
+        for stage in self.stages.iter().filter(|s| s.role().formats()) {
+            match stage.format(&self.engine, ctx, &prompt)? {
+                Outcome::Prompt(next) => prompt = next,
+                Outcome::Reply(reply) => return Ok(FormatOutcome::Reply { prompt, reply }),
+                Outcome::Reject(reason) => {
+                    return Ok(FormatOutcome::Rejected {
+                        stage: stage.info().name.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(FormatOutcome::Prompt(prompt))
+    }
+
+    /// Runs the shapers in order on `reply` (the LLM's text so far, or all of it when
+    /// `done`).
+    pub fn shape(
+        &self,
+        ctx: &ChatContext,
+        prompt: &Prompt,
+        reply: Reply,
+        done: bool,
+    ) -> Result<Reply, StageError> {
+        let mut reply = reply;
+        for stage in self.stages.iter().filter(|s| s.role().shapes()) {
+            reply = stage.shape(&self.engine, ctx, prompt, &reply, done)?;
+        }
+        Ok(reply)
+    }
+}

@@ -1,0 +1,235 @@
+//! What a guest can reach: WASI with nothing granted, the `host` interface (log, config),
+//! and its stdout/stderr captured into the host log. One `StageState` per call.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use wasmtime::component::{HasData, Linker, ResourceTable};
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream, WasiCli, WasiCliView as _};
+use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
+use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
+use wasmtime_wasi::p2::bindings::sync as wasi;
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+use wasmtime_wasi::random::{WasiRandom, WasiRandomView as _};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::limits::{Limiter, StageLimits};
+use super::wit::v0_1_0 as v1;
+
+/// How much of a guest's stdout/stderr one call may leave in the log; the rest is dropped
+/// (and counted), so a chatty guest cannot flood the Pi's disk.
+const CAPTURED_OUTPUT_BYTES: usize = 16 * 1024;
+
+/// The store data of one stage call.
+pub struct StageState {
+    stage: Arc<str>,
+    config: Arc<BTreeMap<String, String>>,
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limiter: Limiter,
+    pub stdout: CapturedOutput,
+    pub stderr: CapturedOutput,
+}
+
+impl StageState {
+    pub fn new(
+        stage: Arc<str>,
+        config: Arc<BTreeMap<String, String>>,
+        limits: &StageLimits,
+    ) -> Self {
+        let stdout = CapturedOutput::default();
+        let stderr = CapturedOutput::default();
+        // `WasiCtxBuilder::new()` grants nothing: no preopened directories, no environment
+        // variables, no arguments, no network. Keep it that way; guests get what they need
+        // through the `host` interface, which the host controls.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        Self {
+            stage,
+            config,
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter::new(limits),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Writes what the guest printed to the host log, tagged with the stage.
+    pub fn flush_output_to_log(&self) {
+        for (stream, output) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
+            let (text, dropped) = output.take();
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                tracing::info!(stage = %self.stage, stream, "guest: {line}");
+            }
+            if dropped > 0 {
+                tracing::warn!(stage = %self.stage, stream, dropped, "guest output over {CAPTURED_OUTPUT_BYTES} bytes dropped");
+            }
+        }
+    }
+}
+
+impl WasiView for StageState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl v1::host::Host for StageState {
+    fn log(&mut self, level: v1::host::Level, message: String) {
+        use v1::host::Level;
+        let stage = &*self.stage;
+        match level {
+            Level::Trace => tracing::trace!(stage, "{message}"),
+            Level::Debug => tracing::debug!(stage, "{message}"),
+            Level::Info => tracing::info!(stage, "{message}"),
+            Level::Warn => tracing::warn!(stage, "{message}"),
+            Level::Error => tracing::error!(stage, "{message}"),
+        }
+    }
+
+    fn config(&mut self, key: String) -> Option<String> {
+        self.config.get(&key).cloned()
+    }
+}
+
+impl v1::types::Host for StageState {}
+
+/// Links everything a guest may import: the `host` interface and WASI p2 *without* sockets,
+/// so a guest that imports `wasi:sockets` fails to load with a clear "unknown import".
+pub fn link(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
+    v1::StageGuest::add_to_linker::<_, HasSelf>(linker, |state| state)?;
+
+    let l = linker;
+    wasi::clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, StageState::clocks)?;
+    wasi::clocks::monotonic_clock::add_to_linker::<_, WasiClocks>(l, StageState::clocks)?;
+    wasi::filesystem::types::add_to_linker::<_, WasiFilesystem>(l, StageState::filesystem)?;
+    wasi::filesystem::preopens::add_to_linker::<_, WasiFilesystem>(l, StageState::filesystem)?;
+    wasi::random::random::add_to_linker::<_, WasiRandom>(l, StageState::random)?;
+    wasi::random::insecure::add_to_linker::<_, WasiRandom>(l, StageState::random)?;
+    wasi::random::insecure_seed::add_to_linker::<_, WasiRandom>(l, StageState::random)?;
+    wasi::cli::exit::add_to_linker::<_, WasiCli>(l, StageState::cli)?;
+    wasi::cli::environment::add_to_linker::<_, WasiCli>(l, StageState::cli)?;
+    wasi::cli::stdin::add_to_linker::<_, WasiCli>(l, StageState::cli)?;
+    wasi::cli::stdout::add_to_linker::<_, WasiCli>(l, StageState::cli)?;
+    wasi::cli::stderr::add_to_linker::<_, WasiCli>(l, StageState::cli)?;
+    wasi::cli::terminal_input::add_to_linker::<_, WasiCli>(l, StageState::cli)?;
+    wasi::cli::terminal_output::add_to_linker::<_, WasiCli>(l, StageState::cli)?;
+    wasi::cli::terminal_stdin::add_to_linker::<_, WasiCli>(l, StageState::cli)?;
+    wasi::cli::terminal_stdout::add_to_linker::<_, WasiCli>(l, StageState::cli)?;
+    wasi::cli::terminal_stderr::add_to_linker::<_, WasiCli>(l, StageState::cli)?;
+    wasi::io::error::add_to_linker::<_, HasTable>(l, |s| &mut s.table)?;
+    wasi::io::poll::add_to_linker::<_, HasTable>(l, |s| &mut s.table)?;
+    wasi::io::streams::add_to_linker::<_, HasTable>(l, |s| &mut s.table)?;
+    Ok(())
+}
+
+struct HasSelf;
+impl HasData for HasSelf {
+    type Data<'a> = &'a mut StageState;
+}
+
+struct HasTable;
+impl HasData for HasTable {
+    type Data<'a> = &'a mut ResourceTable;
+}
+
+/// A guest's stdout or stderr: kept in memory up to `CAPTURED_OUTPUT_BYTES`, then written
+/// to the log after the call.
+#[derive(Clone, Default)]
+pub struct CapturedOutput(Arc<Mutex<Captured>>);
+
+#[derive(Default)]
+struct Captured {
+    bytes: Vec<u8>,
+    dropped: usize,
+}
+
+impl CapturedOutput {
+    fn append(&self, data: &[u8]) {
+        let mut captured = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let room = CAPTURED_OUTPUT_BYTES.saturating_sub(captured.bytes.len());
+        let kept = data.len().min(room);
+        captured.bytes.extend_from_slice(&data[..kept]);
+        captured.dropped += data.len() - kept;
+    }
+
+    /// Takes what was captured so far (lossy UTF-8) and how many bytes were dropped.
+    pub fn take(&self) -> (String, usize) {
+        let mut captured = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let text = String::from_utf8_lossy(&captured.bytes).into_owned();
+        let dropped = captured.dropped;
+        *captured = Captured::default();
+        (text, dropped)
+    }
+
+    /// A copy of what was captured so far, leaving it in place.
+    pub fn peek(&self) -> String {
+        let captured = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&captured.bytes).into_owned()
+    }
+}
+
+impl IsTerminal for CapturedOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for CapturedOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn tokio::io::AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+impl OutputStream for CapturedOutput {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        // Always ready: output past the cap is dropped rather than blocking the guest.
+        Ok(64 * 1024)
+    }
+}
+
+#[wasmtime_wasi::async_trait]
+impl Pollable for CapturedOutput {
+    async fn ready(&mut self) {}
+}
+
+impl tokio::io::AsyncWrite for CapturedOutput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.append(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}

@@ -1,0 +1,366 @@
+//! One loaded stage: a compiled, pre-linked guest and the calls into it. Every call runs in
+//! a fresh `Store` under the stage's limits, and every failure becomes a `StageError`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use wasmtime::component::{Instance, InstancePre};
+use wasmtime::{Store, Trap};
+
+use super::cache::{CompileCache, CompileSource, ContentHash};
+use super::engine::{EPOCH_TICK, GuestEngine};
+use super::error::{FailureKind, LoadError, StageError};
+use super::limits::StageLimits;
+use super::manifest::StageSpec;
+use super::sandbox::StageState;
+use super::wit::v0_1_0::{self as v1, FormatterIndices, ShaperIndices};
+use crate::prompt::{ChatContext, Prompt, Reply};
+
+/// What a stage does, detected from the component's exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Formatter,
+    Shaper,
+    Both,
+}
+
+impl Role {
+    pub fn formats(self) -> bool {
+        matches!(self, Self::Formatter | Self::Both)
+    }
+
+    pub fn shapes(self) -> bool {
+        matches!(self, Self::Shaper | Self::Both)
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Formatter => "formatter",
+            Self::Shaper => "shaper",
+            Self::Both => "formatter+shaper",
+        })
+    }
+}
+
+/// How a stage was loaded, for `pipeline check`, `/status` and reload logs.
+#[derive(Debug, Clone)]
+pub struct StageInfo {
+    pub name: String,
+    pub guest: PathBuf,
+    pub role: Role,
+    pub size_bytes: usize,
+    pub hash: ContentHash,
+    pub source: CompileSource,
+    pub load_time: Duration,
+    pub loaded_at: SystemTime,
+    pub limits: StageLimits,
+}
+
+/// A formatter's decision, in host types.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Prompt(Prompt),
+    Reply(Reply),
+    Reject(String),
+}
+
+pub struct Stage {
+    info: StageInfo,
+    name: Arc<str>,
+    config: Arc<BTreeMap<String, String>>,
+    pre: InstancePre<StageState>,
+    formatter: Option<FormatterIndices>,
+    shaper: Option<ShaperIndices>,
+}
+
+impl Stage {
+    /// Compiles (or loads from cache), links and smoke-tests the guest of `spec`.
+    pub fn load(
+        engine: &GuestEngine,
+        cache: &CompileCache,
+        spec: &StageSpec,
+    ) -> Result<Self, LoadError> {
+        let started = Instant::now();
+        let stage = spec.name.clone();
+        let path = spec.guest.clone();
+        let bytes = std::fs::read(&path).map_err(|source| LoadError::ReadGuest {
+            stage: stage.clone(),
+            path: path.clone(),
+            source,
+        })?;
+        let hash = ContentHash::of(&bytes);
+        let (component, source) = cache
+            .load_or_compile(engine.engine(), &bytes, hash)
+            .map_err(|e| LoadError::Compile {
+                stage: stage.clone(),
+                path: path.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let pre = engine
+            .linker()
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::Link {
+                stage: stage.clone(),
+                path: path.clone(),
+                message: format!("{e:#}"),
+            })?;
+        let formatter = FormatterIndices::new(&pre).ok();
+        let shaper = ShaperIndices::new(&pre).ok();
+        let role = match (&formatter, &shaper) {
+            (Some(_), Some(_)) => Role::Both,
+            (Some(_), None) => Role::Formatter,
+            (None, Some(_)) => Role::Shaper,
+            (None, None) => return Err(LoadError::NoRole { stage, path }),
+        };
+        let loaded = Self {
+            info: StageInfo {
+                name: stage.clone(),
+                guest: path.clone(),
+                role,
+                size_bytes: bytes.len(),
+                hash,
+                source,
+                load_time: Duration::ZERO,
+                loaded_at: SystemTime::now(),
+                limits: spec.limits.clone(),
+            },
+            name: stage.as_str().into(),
+            config: Arc::new(spec.config.clone()),
+            pre,
+            formatter,
+            shaper,
+        };
+        loaded
+            .smoke_test(engine)
+            .map_err(|message| LoadError::Smoke {
+                stage,
+                path,
+                message,
+            })?;
+        Ok(Self {
+            info: StageInfo {
+                load_time: started.elapsed(),
+                ..loaded.info
+            },
+            ..loaded
+        })
+    }
+
+    pub fn info(&self) -> &StageInfo {
+        &self.info
+    }
+
+    pub fn role(&self) -> Role {
+        self.info.role
+    }
+
+    /// Instantiates once and type-checks the exports, so a guest that traps in its start
+    /// code or exports the wrong signatures is refused at load time, not on a user's message.
+    fn smoke_test(&self, engine: &GuestEngine) -> Result<(), String> {
+        self.call(engine, |store, instance| {
+            if let Some(indices) = &self.formatter {
+                indices.load(&mut *store, instance)?;
+            }
+            if let Some(indices) = &self.shaper {
+                indices.load(&mut *store, instance)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| e.kind.to_string())
+    }
+
+    /// Runs the formatter export. Panics if the stage is not a formatter (the pipeline only
+    /// calls roles it detected).
+    pub fn format(
+        &self,
+        engine: &GuestEngine,
+        ctx: &ChatContext,
+        prompt: &Prompt,
+    ) -> Result<Outcome, StageError> {
+        let indices = self
+            .formatter
+            .as_ref()
+            .expect("format called on a stage without a formatter");
+        let (ctx, prompt) = (
+            v1::types::ChatContext::from(ctx),
+            v1::types::Prompt::from(prompt),
+        );
+        let outcome = self.call(engine, |store, instance| {
+            indices
+                .load(&mut *store, instance)?
+                .call_format(&mut *store, &ctx, &prompt)
+        })?;
+        let outcome = match outcome {
+            v1::types::Outcome::Prompt(p) => Outcome::Prompt(p.into()),
+            v1::types::Outcome::Reply(r) => Outcome::Reply(r.into()),
+            v1::types::Outcome::Reject(reason) => Outcome::Reject(reason),
+        };
+        self.check_output_size(outcome_size(&outcome))?;
+        Ok(outcome)
+    }
+
+    /// Runs the shaper export. Panics if the stage is not a shaper.
+    pub fn shape(
+        &self,
+        engine: &GuestEngine,
+        ctx: &ChatContext,
+        prompt: &Prompt,
+        reply: &Reply,
+        done: bool,
+    ) -> Result<Reply, StageError> {
+        let indices = self
+            .shaper
+            .as_ref()
+            .expect("shape called on a stage without a shaper");
+        let (ctx, prompt, reply) = (
+            v1::types::ChatContext::from(ctx),
+            v1::types::Prompt::from(prompt),
+            v1::types::Reply::from(reply),
+        );
+        let shaped: Reply = self
+            .call(engine, |store, instance| {
+                indices.load(&mut *store, instance)?.call_shape(
+                    &mut *store,
+                    &ctx,
+                    &prompt,
+                    &reply,
+                    done,
+                )
+            })?
+            .into();
+        self.check_output_size(shaped.text.len())?;
+        Ok(shaped)
+    }
+
+    /// Instantiates the guest in a fresh store under this stage's limits and runs `f`.
+    fn call<R>(
+        &self,
+        engine: &GuestEngine,
+        f: impl FnOnce(&mut Store<StageState>, &Instance) -> wasmtime::Result<R>,
+    ) -> Result<R, StageError> {
+        let limits = &self.info.limits;
+        let mut store = Store::new(
+            engine.engine(),
+            StageState::new(self.name.clone(), self.config.clone(), limits),
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.set_epoch_deadline(deadline_ticks(limits.timeout));
+        store.epoch_deadline_trap();
+
+        let result = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| f(&mut store, &instance));
+        let stderr = store.data().stderr.peek();
+        store.data().flush_output_to_log();
+        result.map_err(|error| {
+            let kind = classify(&error, store.data().limiter.memory_cap_hit, limits, &stderr);
+            let failure = StageError {
+                stage: self.info.name.clone(),
+                kind,
+            };
+            tracing::warn!(stage = %self.name, "{failure}");
+            failure
+        })
+    }
+
+    fn check_output_size(&self, actual: usize) -> Result<(), StageError> {
+        let limit = self.info.limits.max_output_bytes;
+        if actual > limit {
+            let failure = StageError {
+                stage: self.info.name.clone(),
+                kind: FailureKind::OutputTooLarge { actual, limit },
+            };
+            tracing::warn!(stage = %self.name, "{failure}");
+            return Err(failure);
+        }
+        Ok(())
+    }
+}
+
+/// Epoch ticks for a deadline, rounded up, plus one for the tick already under way.
+fn deadline_ticks(timeout: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    u64::try_from(timeout.as_nanos().div_ceil(tick))
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+}
+
+fn outcome_size(outcome: &Outcome) -> usize {
+    match outcome {
+        Outcome::Prompt(p) => {
+            p.model.len()
+                + p.messages.iter().map(|m| m.content.len()).sum::<usize>()
+                + p.options.stop.iter().map(String::len).sum::<usize>()
+        }
+        Outcome::Reply(r) => r.text.len(),
+        Outcome::Reject(reason) => reason.len(),
+    }
+}
+
+/// Names the reason a guest call failed, most specific first.
+fn classify(
+    error: &wasmtime::Error,
+    memory_cap_hit: bool,
+    limits: &StageLimits,
+    stderr: &str,
+) -> FailureKind {
+    if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        return FailureKind::Timeout(limits.timeout);
+    }
+    if memory_cap_hit {
+        return FailureKind::MemoryLimit {
+            limit_mib: limits.memory_mib(),
+        };
+    }
+    if let Some(message) = panic_message(stderr) {
+        return FailureKind::Panic { message };
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(trap) => FailureKind::Trap(trap.to_string()),
+        None => FailureKind::Trap(format!("{error:#}")),
+    }
+}
+
+/// Extracts the message of a Rust panic from what the guest printed to stderr:
+/// `thread '…' panicked at src/lib.rs:3:5:\n<message>\nnote: …`.
+fn panic_message(stderr: &str) -> Option<String> {
+    let (_, after) = stderr.split_once("panicked at ")?;
+    let (_location, rest) = after.split_once('\n').unwrap_or((after, ""));
+    let message: Vec<&str> = rest
+        .lines()
+        .take_while(|l| !l.starts_with("note: "))
+        .collect();
+    let message = message.join("\n").trim().to_owned();
+    Some(if message.is_empty() {
+        "no message".into()
+    } else {
+        message
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadline_rounds_up_to_whole_ticks() {
+        assert_eq!(deadline_ticks(Duration::from_millis(1000)), 101);
+        assert_eq!(deadline_ticks(Duration::from_millis(1)), 2);
+        assert_eq!(deadline_ticks(Duration::from_millis(15)), 3);
+    }
+
+    #[test]
+    fn panic_message_is_taken_from_rust_panic_output() {
+        let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:12:9:\nno file: /etc/passwd\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(
+            panic_message(stderr).as_deref(),
+            Some("no file: /etc/passwd")
+        );
+        assert_eq!(panic_message("hello\n"), None);
+    }
+}

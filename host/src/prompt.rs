@@ -1,0 +1,99 @@
+//! The values one message carries through the host: chat turns, the prompt for the LLM,
+//! the reply for the user. Plain Rust mirrors of the WIT `types` interface, so the chat
+//! service and the LLM client never touch generated bindings (the pipeline converts at its
+//! edge, one adapter per WIT version).
+
+use serde::{Deserialize, Serialize};
+
+/// Who wrote a chat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::System => "system",
+            Self::User => "user",
+            Self::Assistant => "assistant",
+        })
+    }
+}
+
+/// One turn of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub role: Role,
+    pub content: String,
+}
+
+impl ChatMessage {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+        }
+    }
+}
+
+/// Where a message comes from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatContext {
+    pub chat_id: i64,
+    pub user_id: i64,
+    pub user_name: Option<String>,
+    pub language: Option<String>,
+    pub is_group: bool,
+    pub unix_ms: u64,
+}
+
+/// Generation options for the model; `None` leaves the model's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GenerationOptions {
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub top_k: Option<u32>,
+    pub num_predict: Option<i32>,
+    pub num_ctx: Option<u32>,
+    pub seed: Option<i32>,
+    pub stop: Vec<String>,
+}
+
+/// What the LLM will be asked: history, oldest first, ending with the new user message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prompt {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    #[serde(default)]
+    pub options: GenerationOptions,
+}
+
+/// How Telegram should read a reply's text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextFormat {
+    #[default]
+    Plain,
+    Html,
+}
+
+/// Text for the user.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub text: String,
+    pub format: TextFormat,
+}
+
+impl Reply {
+    pub fn plain(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            format: TextFormat::Plain,
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Benchmark: the default pipeline's per-message cost in the sandbox next to the same work
+//! in native Rust, and first-load time with a cold compile vs from the compile cache.
+//! Run with `just bench`; prints a table (medians and p99 from one run, ratios against the
+//! baseline measured in the same run, since timings on shared machines are noisy).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use pi_agent::pipeline::{CompileCache, FormatOutcome, GuestEngine, Pipeline, StageLimits};
+use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role};
+use pi_agent_tests::Scratch;
+
+const MESSAGES: usize = 2000;
+const LOADS: usize = 5;
+
+fn main() {
+    let scratch = Scratch::default();
+    let manifest = scratch.default_manifest();
+    let engine = GuestEngine::new().expect("engine");
+    let pipeline = Pipeline::load_file(
+        engine.clone(),
+        &manifest,
+        &StageLimits::default(),
+        &CompileCache::disabled(),
+    )
+    .expect("pipeline");
+    let reply = sample_reply();
+    let prompt = sample_prompt();
+    let ctx = ChatContext {
+        chat_id: 1,
+        user_id: 1,
+        ..ChatContext::default()
+    };
+
+    let wasm = measure(MESSAGES, || {
+        let FormatOutcome::Prompt(p) = pipeline.format(&ctx, prompt.clone()).unwrap() else {
+            panic!("persona must pass the prompt on")
+        };
+        black_box(
+            pipeline
+                .shape(&ctx, &p, Reply::plain(reply.clone()), true)
+                .unwrap(),
+        );
+    });
+
+    let settings = persona::Settings {
+        system_prompt: Some(
+            "You are a concise, friendly assistant running on a Raspberry Pi.".into(),
+        ),
+        max_history_messages: 20,
+        max_history_chars: 6000,
+        fold_system_prompt: true,
+    };
+    let guest_messages: Vec<_> = prompt
+        .messages
+        .iter()
+        .map(|m| pi_agent_guest_message(m.role, &m.content))
+        .collect();
+    let native = measure(MESSAGES, || {
+        black_box(persona::apply(&settings, guest_messages.clone()));
+        black_box(telegram_html::markdown_to_telegram_html(&reply));
+    });
+
+    let cold = measure(LOADS, || {
+        let dir = tempfile::tempdir().unwrap();
+        black_box(
+            Pipeline::load_file(
+                engine.clone(),
+                &manifest,
+                &StageLimits::default(),
+                &CompileCache::new(dir.path().to_owned()),
+            )
+            .unwrap(),
+        );
+    });
+    let cache = CompileCache::new(scratch.path().join("cache"));
+    Pipeline::load_file(engine.clone(), &manifest, &StageLimits::default(), &cache).unwrap();
+    let cached = measure(LOADS, || {
+        black_box(
+            Pipeline::load_file(engine.clone(), &manifest, &StageLimits::default(), &cache)
+                .unwrap(),
+        );
+    });
+
+    println!(
+        "\npi-agent pipeline benchmark: default pipeline (persona + telegram-html), {} history turns, {} byte reply",
+        prompt.messages.len() - 1,
+        reply.len()
+    );
+    println!("{:<52} {:>12} {:>12}", "work", "p50", "p99");
+    row(
+        &format!("per message, sandboxed (instantiate both + format + shape), n={MESSAGES}"),
+        &wasm,
+    );
+    row(
+        &format!("per message, same work in native Rust, n={MESSAGES}"),
+        &native,
+    );
+    println!(
+        "{:<52} {:>12}",
+        "sandbox overhead per message (p50 wasm - native)",
+        fmt(wasm.p50.saturating_sub(native.p50))
+    );
+    println!(
+        "{:<52} {:>11.1}x",
+        "ratio wasm / native (p50)",
+        ratio(wasm.p50, native.p50)
+    );
+    row(&format!("first load, cold compile, n={LOADS}"), &cold);
+    row(
+        &format!("first load, from compile cache, n={LOADS}"),
+        &cached,
+    );
+    println!(
+        "{:<52} {:>11.1}x",
+        "ratio cold / cached (p50)",
+        ratio(cold.p50, cached.p50)
+    );
+}
+
+fn pi_agent_guest_message(role: Role, content: &str) -> persona_types::ChatMessage {
+    let role = match role {
+        Role::System => persona_types::Role::System,
+        Role::User => persona_types::Role::User,
+        Role::Assistant => persona_types::Role::Assistant,
+    };
+    persona_types::ChatMessage {
+        role,
+        content: content.to_owned(),
+    }
+}
+
+/// The SDK's types, as the native persona crate sees them.
+mod persona_types {
+    pub use pi_agent_guest::{ChatMessage, Role};
+}
+
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+}
+
+fn measure(n: usize, mut f: impl FnMut()) -> Stats {
+    f(); // warm up
+    let mut times: Vec<Duration> = (0..n)
+        .map(|_| {
+            let started = Instant::now();
+            f();
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    Stats {
+        p50: times[n / 2],
+        p99: times[(n * 99 / 100).min(n - 1)],
+    }
+}
+
+fn row(label: &str, stats: &Stats) {
+    println!("{label:<52} {:>12} {:>12}", fmt(stats.p50), fmt(stats.p99));
+}
+
+fn fmt(d: Duration) -> String {
+    if d >= Duration::from_millis(10) {
+        format!("{:.1} ms", d.as_secs_f64() * 1e3)
+    } else {
+        format!("{:.1} µs", d.as_secs_f64() * 1e6)
+    }
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(1e-9)
+}
+
+/// Ten earlier turns and a new question.
+fn sample_prompt() -> Prompt {
+    let mut messages: Vec<ChatMessage> = (0..10)
+        .map(|i| {
+            let role = if i % 2 == 0 {
+                Role::User
+            } else {
+                Role::Assistant
+            };
+            ChatMessage::new(
+                role,
+                format!(
+                    "Turn {i}: {}",
+                    "some earlier conversation about the Pi and its fan curve. ".repeat(3)
+                ),
+            )
+        })
+        .collect();
+    messages.push(ChatMessage::new(
+        Role::User,
+        "How do I read the CPU temperature from a shell?",
+    ));
+    Prompt {
+        model: "gemma2:2b".into(),
+        messages,
+        options: Default::default(),
+    }
+}
+
+/// About 2 KB of the Markdown a small model writes.
+fn sample_reply() -> String {
+    let mut reply = String::from(
+        "## Reading the temperature\n\nOn **Raspberry Pi OS** the quickest way is `vcgencmd`:\n\n```bash\nvcgencmd measure_temp\n# temp=48.3'C\n```\n\n\
+         You can also read the *kernel's* sensor directly:\n\n1. Open a shell.\n2. Run `cat /sys/class/thermal/thermal_zone0/temp`.\n3. Divide by 1000 to get °C.\n\n\
+         | Method | Needs root | Units |\n|---|---|---|\n| vcgencmd | no | °C |\n| sysfs | no | m°C |\n\n\
+         > Tip: above 80 °C the Pi throttles; a heatsink & fan keep it < 60 °C.\n\n",
+    );
+    while reply.len() < 2000 {
+        reply.push_str("- Keep an eye on [throttling](https://www.raspberrypi.com/documentation/) with `vcgencmd get_throttled`.\n");
+    }
+    reply
+}

@@ -1,0 +1,74 @@
+//! Builds the guests the tests use (the default ones and the hostile test guest) for
+//! wasm32-wasip2, and emits `pub const NAME: &str = "<path>.wasm"` for each, so tests refer
+//! to guests by constant, never by a hand-written path. Guests are never committed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const GUESTS: &[&str] = &["persona", "telegram-html", "hostile"];
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest_dir.parent().unwrap();
+    for watched in [
+        "guests/sdk",
+        "guests/persona",
+        "guests/telegram-html",
+        "guests/hostile",
+        "wit",
+        "Cargo.lock",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    // The same target dir and profile as `just build-guests`, so each is built once. A
+    // separate dir from the outer build's also avoids waiting on its lock.
+    let target_dir = root.join("target/guests");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(root)
+        .args([
+            "build",
+            "--profile",
+            "guest",
+            "--target",
+            "wasm32-wasip2",
+            "--target-dir",
+        ])
+        .arg(&target_dir);
+    for guest in GUESTS {
+        command.args(["-p", guest]);
+    }
+    // Flags meant for this (native) build must not leak into the wasm build.
+    for var in [
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+    ] {
+        command.env_remove(var);
+    }
+    let status = command
+        .status()
+        .expect("running cargo to build the test guests");
+    assert!(
+        status.success(),
+        "building the guests for wasm32-wasip2 failed; if the target is missing, run `bash .ci/setup` \
+         (or `rustup target add wasm32-wasip2`)"
+    );
+
+    let mut consts = String::new();
+    for guest in GUESTS {
+        let wasm = target_dir
+            .join("wasm32-wasip2/guest")
+            .join(format!("{}.wasm", guest.replace('-', "_")));
+        assert!(wasm.exists(), "{} was not built", wasm.display());
+        consts.push_str(&format!(
+            "/// `{guest}` built for wasm32-wasip2.\npub const {}: &str = {:?};\n",
+            guest.replace('-', "_").to_uppercase(),
+            wasm.display().to_string()
+        ));
+    }
+    let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("guests.rs");
+    std::fs::write(out, consts).unwrap();
+}

@@ -1,0 +1,89 @@
+//! Shared pieces of pi-agent's integration tests: the guests built for them, manifests in
+//! temporary directories, and a way to capture log output.
+
+use std::path::{Path, PathBuf};
+
+use pi_agent::pipeline::{CompileCache, GuestEngine, Pipeline, StageLimits};
+
+/// Paths of the guests the build script compiled (`PERSONA`, `TELEGRAM_HTML`, `HOSTILE`).
+pub mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// A temporary directory for manifests and caches, removed when dropped.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+    manifests: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("creating a temp dir"),
+            manifests: Default::default(),
+        }
+    }
+}
+
+impl Scratch {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a new manifest file with `body` and returns its path.
+    pub fn manifest(&self, body: &str) -> PathBuf {
+        let n = self
+            .manifests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.dir.path().join(format!("pipeline-{n}.toml"));
+        std::fs::write(&path, body).unwrap();
+        path
+    }
+
+    /// The repository's default `pipeline.toml`, with every guest pointing at the test build
+    /// and the fixtures at the repository's.
+    pub fn default_manifest(&self) -> PathBuf {
+        let text = std::fs::read_to_string(repo_root().join("pipeline.toml")).unwrap();
+        let mut table: toml::Table = toml::from_str(&text).unwrap();
+        let fixtures = repo_root().join(table["fixtures"].as_str().unwrap());
+        table.insert("fixtures".into(), fixtures.display().to_string().into());
+        for stage in table["stage"].as_array_mut().unwrap() {
+            let stage = stage.as_table_mut().unwrap();
+            let guest = match stage["name"].as_str().unwrap() {
+                "persona" => guests::PERSONA,
+                "telegram-html" => guests::TELEGRAM_HTML,
+                other => panic!("no test build of guest '{other}'"),
+            };
+            stage.insert("guest".into(), guest.into());
+        }
+        self.manifest(&toml::to_string(&table).unwrap())
+    }
+
+    /// A manifest with one stage running `guest`, with optional extra TOML lines for it.
+    pub fn single_stage(&self, name: &str, guest: &str, extra: &str) -> PathBuf {
+        self.manifest(&format!(
+            "[[stage]]\nname = {name:?}\nguest = {guest:?}\n{extra}\n"
+        ))
+    }
+}
+
+/// Loads the manifest at `path` with default limits and no compile cache.
+pub fn load(path: &Path) -> Pipeline {
+    try_load(path, &CompileCache::disabled()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn try_load(
+    path: &Path,
+    cache: &CompileCache,
+) -> Result<Pipeline, pi_agent::pipeline::LoadError> {
+    let engine = GuestEngine::new().expect("engine");
+    Pipeline::load_file(engine, path, &StageLimits::default(), cache)
+}

@@ -1,0 +1,331 @@
+//! The `pi-agent pipeline` command line, run as a process the way a user runs it.
+
+use std::process::{Command, Output};
+
+use pi_agent_tests::{Scratch, guests, repo_root};
+
+fn pi_agent(scratch: &Scratch, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pi-agent-cli"))
+        .args(args)
+        .current_dir(scratch.path())
+        .env_clear()
+        .env("DATA_DIR", scratch.path().join("data"))
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("running pi-agent")
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn run_prints_the_prompt_and_the_shaped_reply() {
+    let scratch = Scratch::default();
+    let manifest = scratch.default_manifest();
+    let output = pi_agent(
+        &scratch,
+        &[
+            "pipeline",
+            "run",
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--message",
+            "hi",
+            "--reply",
+            "**bold** <script>",
+        ],
+    );
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("[user] You are a concise, friendly assistant"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("<b>bold</b> &lt;script&gt;"), "{stdout}");
+}
+
+#[test]
+fn run_takes_history_from_a_file() {
+    let scratch = Scratch::default();
+    let manifest = scratch.default_manifest();
+    let history = scratch.path().join("history.toml");
+    std::fs::write(&history, "[[history]]\nrole = \"user\"\ncontent = \"earlier question\"\n[[history]]\nrole = \"assistant\"\ncontent = \"earlier answer\"\n").unwrap();
+    let output = pi_agent(
+        &scratch,
+        &[
+            "pipeline",
+            "run",
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--message",
+            "now",
+            "--history",
+            history.to_str().unwrap(),
+        ],
+    );
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("(3 messages)")
+            && stdout.contains("[assistant] earlier answer")
+            && stdout.contains("[user] now"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_lists_stages_and_reports_the_cache() {
+    let scratch = Scratch::default();
+    let manifest = scratch.default_manifest();
+    let args = [
+        "pipeline",
+        "check",
+        "--manifest",
+        manifest.to_str().unwrap(),
+    ];
+    let first = pi_agent(&scratch, &args);
+    let (stdout, stderr) = text(&first);
+    assert!(first.status.success(), "{stderr}");
+    assert!(stdout.contains("2 stage(s)"), "{stdout}");
+    assert!(
+        stdout.lines().any(|l| l.starts_with("persona")
+            && l.contains("formatter")
+            && l.contains("compiled")
+            && l.contains("32 MiB")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("telegram-html") && l.contains("shaper")),
+        "{stdout}"
+    );
+    let (again, _) = text(&pi_agent(&scratch, &args));
+    assert!(
+        again.lines().filter(|l| l.contains(" cached ")).count() == 2,
+        "second start uses the cache: {again}"
+    );
+}
+
+#[test]
+fn the_shipped_fixtures_pass() {
+    let scratch = Scratch::default();
+    let manifest = scratch.default_manifest();
+    let output = pi_agent(
+        &scratch,
+        &["pipeline", "test", "--manifest", manifest.to_str().unwrap()],
+    );
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    let fixtures = std::fs::read_dir(repo_root().join("guests/fixtures"))
+        .unwrap()
+        .count();
+    assert!(
+        stdout.contains(&format!("{fixtures} passed, 0 failed")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_failing_fixture_fails_the_run_and_says_why() {
+    let scratch = Scratch::default();
+    let manifest = scratch.default_manifest();
+    let dir = scratch.path().join("fixtures");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("good.toml"),
+        "message = \"hi\"\nreply = \"*x*\"\n[expect.reply]\nequals = \"<i>x</i>\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("bad.toml"),
+        "message = \"hi\"\nreply = \"plain\"\n[expect.reply]\ncontains = [\"<b>\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("broken.toml"), "mesage = \"typo\"\n").unwrap();
+    std::fs::write(
+        dir.join("reject.toml"),
+        "message = \"hi\"\n[expect]\nrejected = true\n",
+    )
+    .unwrap();
+    let output = pi_agent(
+        &scratch,
+        &[
+            "pipeline",
+            "test",
+            "--manifest",
+            manifest.to_str().unwrap(),
+            dir.to_str().unwrap(),
+        ],
+    );
+    let (stdout, _) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("good ") && l.contains("PASS")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("bad ") && l.contains("FAIL")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("reply: expected to contain \"<b>\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("unknown field `mesage`"), "{stdout}");
+    assert!(
+        stdout.contains("expected a rejection, the message was accepted"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("1 passed, 3 failed"), "{stdout}");
+}
+
+#[test]
+fn problems_exit_non_zero_with_a_clear_message() {
+    let scratch = Scratch::default();
+    let missing = scratch.path().join("nope.toml");
+    let output = pi_agent(
+        &scratch,
+        &["pipeline", "check", "--manifest", missing.to_str().unwrap()],
+    );
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr.contains("cannot read pipeline manifest") && stderr.contains("nope.toml"),
+        "{stderr}"
+    );
+
+    let output = Command::new(env!("CARGO_BIN_EXE_pi-agent-cli"))
+        .args(["pipeline", "check"])
+        .current_dir(scratch.path())
+        .env_clear()
+        .env("GUEST_TIMEOUT_MS", "soon")
+        .env("GUEST_MEMORY_LIMIT_MIB", "-1")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "invalid configuration exits 2"
+    );
+    assert!(
+        stderr.contains("GUEST_TIMEOUT_MS") && stderr.contains("GUEST_MEMORY_LIMIT_MIB"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn guest_output_log_calls_and_failures_reach_the_log_tagged_with_the_stage() {
+    let scratch = Scratch::default();
+    let manifest = scratch.single_stage("hostile", guests::HOSTILE, "");
+    let run = |message: &str| {
+        let output = pi_agent(
+            &scratch,
+            &[
+                "pipeline",
+                "run",
+                "--manifest",
+                manifest.to_str().unwrap(),
+                "--message",
+                message,
+            ],
+        );
+        (output.status.code(), text(&output))
+    };
+    let logged = |stderr: &str, needles: &[&str]| {
+        stderr
+            .lines()
+            .any(|l| needles.iter().all(|n| l.contains(n)))
+    };
+
+    let (code, (stdout, stderr)) = run("print");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains("PRINTED"),
+        "the hostile shaper uppercases its own answer: {stdout}"
+    );
+    assert!(
+        logged(
+            &stderr,
+            &[
+                "guest: line 0 of a guest",
+                "stage=hostile",
+                "stream=\"stdout\""
+            ]
+        ),
+        "{stderr}"
+    );
+    assert!(
+        logged(&stderr, &["bytes dropped", "stage=hostile"]),
+        "output past the cap is dropped and reported: {stderr}"
+    );
+    assert!(
+        stderr.len() < 64 * 1024,
+        "a flood of output is capped, got {} bytes of log",
+        stderr.len()
+    );
+
+    let (code, (_, stderr)) = run("log:hello from the guest");
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        logged(
+            &stderr,
+            &["WARN", "hello from the guest", "stage=\"hostile\""]
+        ),
+        "{stderr}"
+    );
+
+    let (code, (_, stderr)) = run("panic");
+    assert_eq!(code, Some(1));
+    assert!(
+        logged(
+            &stderr,
+            &[
+                "WARN",
+                "pipeline stage 'hostile' panicked: hostile guest panics on purpose"
+            ]
+        ),
+        "{stderr}"
+    );
+}
+
+/// The Pi 4's kernel gives a process a 39-bit (512 GiB) address space. The pipeline, and
+/// its memory cap, must work inside that: run it under `ulimit -v` of 400 GiB.
+#[test]
+fn the_pipeline_fits_a_39_bit_address_space() {
+    let scratch = Scratch::default();
+    let manifest = scratch.default_manifest();
+    let hostile = scratch.single_stage("hostile", guests::HOSTILE, "memory_limit_mib = 16");
+    let limit_kib = 400u64 * 1024 * 1024;
+    let script = format!(
+        "ulimit -v {limit_kib} && \"$0\" pipeline run --manifest {m} --message hi --reply '**bold** <script>' && \
+         \"$0\" pipeline run --manifest {h} --message alloc; echo \"alloc exit $?\"",
+        m = manifest.display(),
+        h = hostile.display(),
+    );
+    let output = Command::new("bash")
+        .args(["-c", &script, env!("CARGO_BIN_EXE_pi-agent-cli")])
+        .current_dir(scratch.path())
+        .env("DATA_DIR", scratch.path().join("data"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(
+        stdout.contains("<b>bold</b> &lt;script&gt;"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("alloc exit 1")
+            && stderr.contains("needed more than its 16 MiB memory limit"),
+        "{stdout}\n{stderr}"
+    );
+}
