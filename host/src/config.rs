@@ -2,12 +2,15 @@
 //! problem is collected and reported at once, and no value is ever echoed back, since some
 //! are secrets.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::llm::OllamaSettings;
 use crate::pipeline::StageLimits;
+use crate::prompt::GenerationOptions;
 
 /// Settings for the guest pipeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,8 +22,6 @@ pub struct PipelineConfig {
     /// `GUEST_MEMORY_LIMIT_MIB`, `GUEST_TIMEOUT_MS`, `GUEST_MAX_OUTPUT_KIB`: limits for
     /// stages that set none in the manifest.
     pub default_limits: StageLimits,
-    /// `OLLAMA_MODEL`: the model named in prompts.
-    pub model: String,
 }
 
 impl PipelineConfig {
@@ -57,8 +58,277 @@ impl PipelineConfig {
                 max_output_bytes: usize::try_from(output_kib.saturating_mul(1024))
                     .unwrap_or(usize::MAX),
             },
-            model: env.string("OLLAMA_MODEL", "gemma2:2b"),
         }
+    }
+}
+
+/// `OLLAMA_MODEL`, the model prompts name unless a chat chose another.
+pub fn default_model(env: &Env) -> String {
+    env.string("OLLAMA_MODEL", "gemma2:2b")
+}
+
+/// The bot token: never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BotToken(String);
+
+impl BotToken {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for BotToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BotToken([redacted])")
+    }
+}
+
+/// Settings for the Telegram side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelegramConfig {
+    /// `TELEGRAM_BOT_TOKEN` (required)
+    pub token: BotToken,
+    /// `TELEGRAM_API_URL`: the Bot API server (the official one, or a self-hosted one).
+    pub api_url: reqwest::Url,
+    /// `TELEGRAM_ALLOWED_USERS`: who may talk to the LLM (admins always may).
+    pub allowed_users: BTreeSet<i64>,
+    /// `TELEGRAM_ADMIN_USERS`: who may use admin commands.
+    pub admin_users: BTreeSet<i64>,
+}
+
+impl TelegramConfig {
+    /// Reads the Telegram settings; the token is a problem when missing only if `required`.
+    pub fn from_env(env: &mut Env, required: bool) -> Self {
+        let token = match env.get("TELEGRAM_BOT_TOKEN") {
+            Some(token) if looks_like_bot_token(&token) => token,
+            Some(_) => {
+                env.problem(
+                    "TELEGRAM_BOT_TOKEN",
+                    "the token @BotFather gave you, like 123456789:AAE…",
+                );
+                String::new()
+            }
+            None => {
+                if required {
+                    env.problem(
+                        "TELEGRAM_BOT_TOKEN",
+                        "the token @BotFather gave you (required to run the bot)",
+                    );
+                }
+                String::new()
+            }
+        };
+        let api_url = env.parse(
+            "TELEGRAM_API_URL",
+            default_api_url(),
+            "an http(s) URL, e.g. https://api.telegram.org",
+            |u: &reqwest::Url| matches!(u.scheme(), "http" | "https"),
+        );
+        Self {
+            token: BotToken(token),
+            api_url,
+            allowed_users: env.user_ids("TELEGRAM_ALLOWED_USERS"),
+            admin_users: env.user_ids("TELEGRAM_ADMIN_USERS"),
+        }
+    }
+
+    pub fn is_admin(&self, user_id: i64) -> bool {
+        self.admin_users.contains(&user_id)
+    }
+
+    pub fn is_allowed(&self, user_id: i64) -> bool {
+        self.allowed_users.contains(&user_id) || self.is_admin(user_id)
+    }
+}
+
+fn default_api_url() -> reqwest::Url {
+    reqwest::Url::parse("https://api.telegram.org").expect("a valid URL")
+}
+
+/// `<bot id>:<35 characters>`; checked loosely so a future format change does not lock
+/// anyone out, strictly enough to catch a pasted user id or a stray quote.
+fn looks_like_bot_token(token: &str) -> bool {
+    token.split_once(':').is_some_and(|(id, secret)| {
+        !id.is_empty()
+            && id.bytes().all(|b| b.is_ascii_digit())
+            && secret.len() >= 30
+            && secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    })
+}
+
+/// Settings for Ollama and generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmConfig {
+    pub ollama: OllamaSettings,
+    /// `OLLAMA_MODEL`: the default model (chats may switch with /model).
+    pub model: String,
+    /// `OLLAMA_TEMPERATURE`, `OLLAMA_TOP_P`, `OLLAMA_TOP_K`, `OLLAMA_NUM_CTX`,
+    /// `OLLAMA_NUM_PREDICT`: generation options; unset leaves the model's default.
+    pub options: GenerationOptions,
+}
+
+impl LlmConfig {
+    pub fn from_env(env: &mut Env) -> Self {
+        let defaults = OllamaSettings::default();
+        let secs = |env: &mut Env, name: &'static str, default: Duration| {
+            Duration::from_secs(env.parse(
+                name,
+                default.as_secs(),
+                "whole seconds > 0",
+                |v: &u64| *v > 0,
+            ))
+        };
+        let base_url = env.parse(
+            "OLLAMA_URL",
+            reqwest::Url::parse(&defaults.base_url).expect("default URL"),
+            "an http(s) URL, e.g. http://127.0.0.1:11434",
+            |u: &reqwest::Url| matches!(u.scheme(), "http" | "https"),
+        );
+        let ollama = OllamaSettings {
+            base_url: base_url.as_str().trim_end_matches('/').to_owned(),
+            keep_alive: Some(env.string("OLLAMA_KEEP_ALIVE", "30m")),
+            connect_timeout: secs(env, "OLLAMA_CONNECT_TIMEOUT_SECS", defaults.connect_timeout),
+            first_token_timeout: secs(
+                env,
+                "OLLAMA_FIRST_TOKEN_TIMEOUT_SECS",
+                defaults.first_token_timeout,
+            ),
+            idle_timeout: secs(env, "OLLAMA_IDLE_TIMEOUT_SECS", defaults.idle_timeout),
+            total_timeout: secs(env, "OLLAMA_TOTAL_TIMEOUT_SECS", defaults.total_timeout),
+        };
+        let options = GenerationOptions {
+            temperature: env.optional(
+                "OLLAMA_TEMPERATURE",
+                "a number from 0 to 2, e.g. 0.7",
+                |v: &f32| (0.0..=2.0).contains(v),
+            ),
+            top_p: env.optional(
+                "OLLAMA_TOP_P",
+                "a number from 0 to 1, e.g. 0.9",
+                |v: &f32| (0.0..=1.0).contains(v),
+            ),
+            top_k: env.optional("OLLAMA_TOP_K", "a whole number > 0, e.g. 40", |v: &u32| {
+                *v > 0
+            }),
+            num_ctx: Some(env.parse(
+                "OLLAMA_NUM_CTX",
+                2048,
+                "a whole number of tokens ≥ 256, e.g. 2048",
+                |v: &u32| *v >= 256,
+            )),
+            num_predict: env.optional(
+                "OLLAMA_NUM_PREDICT",
+                "a whole number of tokens, or -1 for no limit",
+                |v: &i32| *v >= -1,
+            ),
+            ..GenerationOptions::default()
+        };
+        Self {
+            ollama,
+            model: default_model(env),
+            options,
+        }
+    }
+}
+
+/// Settings for the conversation service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatConfig {
+    /// `HISTORY_MESSAGES`: earlier messages of a chat sent with each prompt (the persona
+    /// guest may trim further).
+    pub history_messages: usize,
+    /// `QUEUE_CAPACITY`: messages waiting at most; more are politely refused.
+    pub queue_capacity: usize,
+    /// `LLM_CONCURRENCY`: generations at once (a Pi runs one).
+    pub llm_concurrency: usize,
+    /// `SHUTDOWN_GRACE_SECS`: how long running generations may finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// `STREAM_EDIT_INTERVAL_MS`: pause between updates of a streaming reply (Telegram
+    /// allows about one edit per second per chat).
+    pub edit_interval: Duration,
+}
+
+impl ChatConfig {
+    pub fn from_env(env: &mut Env) -> Self {
+        Self {
+            history_messages: env.parse(
+                "HISTORY_MESSAGES",
+                20,
+                "a whole number, e.g. 20",
+                |_: &usize| true,
+            ),
+            queue_capacity: env.parse(
+                "QUEUE_CAPACITY",
+                32,
+                "a whole number > 0, e.g. 32",
+                |v: &usize| *v > 0,
+            ),
+            llm_concurrency: env.parse(
+                "LLM_CONCURRENCY",
+                1,
+                "a whole number > 0 (1 on a Pi)",
+                |v: &usize| *v > 0,
+            ),
+            shutdown_grace: Duration::from_secs(env.parse(
+                "SHUTDOWN_GRACE_SECS",
+                20,
+                "whole seconds, e.g. 20",
+                |_: &u64| true,
+            )),
+            edit_interval: Duration::from_millis(env.parse(
+                "STREAM_EDIT_INTERVAL_MS",
+                1000,
+                "milliseconds ≥ 100, e.g. 1000",
+                |v: &u64| *v >= 100,
+            )),
+        }
+    }
+}
+
+/// How log lines look: `pretty` for a terminal, `json` for log collectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s.to_ascii_lowercase().as_str() {
+            "pretty" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Everything the bot needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub telegram: TelegramConfig,
+    pub llm: LlmConfig,
+    pub chat: ChatConfig,
+    pub pipeline: PipelineConfig,
+}
+
+impl Config {
+    /// Reads every setting; `with_telegram` makes the bot token required.
+    pub fn from_env(env: &mut Env, with_telegram: bool) -> Self {
+        Self {
+            telegram: TelegramConfig::from_env(env, with_telegram),
+            llm: LlmConfig::from_env(env),
+            chat: ChatConfig::from_env(env),
+            pipeline: PipelineConfig::from_env(env),
+        }
+    }
+
+    /// The database file.
+    pub fn database(&self) -> PathBuf {
+        self.pipeline.data_dir.join("pi-agent.db")
     }
 }
 
@@ -147,6 +417,40 @@ impl Env {
         }
     }
 
+    /// Like `parse`, for a variable with no default.
+    pub fn optional<T: FromStr>(
+        &mut self,
+        name: &'static str,
+        expected: &str,
+        valid: impl Fn(&T) -> bool,
+    ) -> Option<T> {
+        let text = self.get(name)?;
+        match text.parse::<T>() {
+            Ok(value) if valid(&value) => Some(value),
+            _ => {
+                self.problem(name, expected);
+                None
+            }
+        }
+    }
+
+    /// A comma-separated list of numeric Telegram user ids.
+    pub fn user_ids(&mut self, name: &'static str) -> BTreeSet<i64> {
+        let Some(text) = self.get(name) else {
+            return BTreeSet::new();
+        };
+        let ids: Result<BTreeSet<i64>, _> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::parse)
+            .collect();
+        ids.unwrap_or_else(|_| {
+            self.problem(name, "comma-separated numeric user ids, e.g. 12345678,87654321 (send /start to the bot to see yours)");
+            BTreeSet::new()
+        })
+    }
+
     pub fn problem(&mut self, variable: &'static str, expected: impl Into<String>) {
         self.problems.push(Problem {
             variable,
@@ -185,7 +489,6 @@ mod tests {
         assert_eq!(config.manifest, PathBuf::from("pipeline.toml"));
         assert_eq!(config.cache_dir(), PathBuf::from("data/cache"));
         assert_eq!(config.default_limits, StageLimits::default());
-        assert_eq!(config.model, "gemma2:2b");
     }
 
     #[test]

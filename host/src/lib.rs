@@ -5,10 +5,19 @@
 //! - [`prompt`] — the values a message carries (chat turns, prompt, reply);
 //! - [`pipeline`] — user-replaceable WebAssembly guests: formatters before the LLM,
 //!   shapers after it, sandboxed and independent of Telegram and Ollama;
+//! - [`llm`] — the language model: a backend trait and the streaming Ollama client;
+//! - [`telegram`] — bot I/O: long polling, commands, paced streaming replies;
+//! - [`chat`] — the conversation service that joins them: queue, workers, history;
+//! - [`store`] — SQLite: history, per-chat settings, pending jobs;
 //! - [`config`] — typed settings from the environment and `.env`;
-//! - [`cli`] — the `pi-agent` command line.
+//! - [`app`] — assembles the bot; [`cli`] — the `pi-agent` command line.
 
+pub mod app;
+pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod llm;
 pub mod pipeline;
 pub mod prompt;
+pub mod store;
+pub mod telegram;

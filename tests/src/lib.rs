@@ -1,9 +1,13 @@
 //! Shared pieces of pi-agent's integration tests: the guests built for them, manifests in
-//! temporary directories, and a way to capture log output.
+//! temporary directories, and fakes of the Telegram Bot API and Ollama on loopback.
 
 use std::path::{Path, PathBuf};
 
 use pi_agent::pipeline::{CompileCache, GuestEngine, Pipeline, StageLimits};
+
+pub mod bot;
+pub mod fake_ollama;
+pub mod fake_telegram;
 
 /// Paths of the guests the build script compiled (`PERSONA`, `TELEGRAM_HTML`, `HOSTILE`).
 pub mod guests {

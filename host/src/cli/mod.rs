@@ -1,7 +1,10 @@
 //! The `pi-agent` command line: parses arguments, reads the config, sets up logging and
 //! hands over to the command. Exit codes: 0 success, 1 failure, 2 invalid configuration.
 
+mod chat;
+mod doctor;
 mod fixtures;
+mod logging;
 mod pipeline;
 
 use std::path::PathBuf;
@@ -9,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Env, PipelineConfig};
+use crate::config::{Config, Env, LogFormat, PipelineConfig, default_model};
 
 #[derive(Parser)]
 #[command(
@@ -19,11 +22,17 @@ use crate::config::{Env, PipelineConfig};
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the Telegram bot (the default).
+    Run,
+    /// Chat in this terminal through the same pipeline and Ollama, without Telegram.
+    Chat,
+    /// Check the configuration, pipeline, data directory, Ollama and Telegram token.
+    Doctor,
     /// Load, run and test guest pipelines in the sandbox, without Telegram or Ollama.
     #[command(subcommand)]
     Pipeline(PipelineCommand),
@@ -64,33 +73,78 @@ pub enum PipelineCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut env = Env::from_process();
-    let config = PipelineConfig::from_env(&mut env);
-    if let Err(problems) = env.finish() {
-        eprint!("{problems}");
-        return ExitCode::from(2);
-    }
-    init_tracing();
-    let result = match cli.command {
-        Command::Pipeline(command) => pipeline::run(command, config),
-    };
-    match result {
-        Ok(code) => code,
-        Err(error) => {
-            eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+    let log_format = env.parse("LOG_FORMAT", LogFormat::Pretty, "pretty or json", |_| true);
+    let token = env.get("TELEGRAM_BOT_TOKEN");
+    let result = match cli.command.unwrap_or(Command::Run) {
+        Command::Doctor => {
+            logging::init(log_format, token);
+            return runtime().block_on(doctor::run(env));
         }
-    }
+        Command::Pipeline(command) => {
+            let pipeline = PipelineConfig::from_env(&mut env);
+            let model = default_model(&env);
+            if let Err(code) = finish_config(env) {
+                return code;
+            }
+            logging::init(log_format, token);
+            pipeline::run(command, pipeline, &model)
+        }
+        command @ (Command::Run | Command::Chat) => {
+            let with_telegram = matches!(command, Command::Run);
+            let config = Config::from_env(&mut env, with_telegram);
+            if let Err(code) = finish_config(env) {
+                return code;
+            }
+            logging::init(log_format, token);
+            let runtime = runtime();
+            let outcome = if with_telegram {
+                runtime.block_on(run_until_signal(config))
+            } else {
+                runtime.block_on(chat::run(config))
+            };
+            outcome.map(|()| ExitCode::SUCCESS)
+        }
+    };
+    result.unwrap_or_else(|error| {
+        eprintln!("error: {error:#}");
+        ExitCode::FAILURE
+    })
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default: info for pi-agent and guests, warn for
-/// libraries).
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,pi_agent=info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+/// Invalid configuration: the message lists every bad variable; exit code 2.
+fn finish_config(env: Env) -> Result<(), ExitCode> {
+    env.finish().map_err(|problems| {
+        eprint!("{problems}");
+        ExitCode::from(2)
+    })
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("starting the async runtime")
+}
+
+/// Runs the bot until ctrl-c or SIGTERM.
+async fn run_until_signal(config: Config) -> anyhow::Result<()> {
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: no new messages; running answers may finish");
+            shutdown.cancel();
+        }
+    });
+    crate::app::run_bot(config, shutdown).await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
 }

@@ -13,7 +13,11 @@ use crate::config::PipelineConfig;
 use crate::pipeline::{CompileCache, CompileSource, FormatOutcome, GuestEngine, Pipeline};
 use crate::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role};
 
-pub fn run(command: PipelineCommand, config: PipelineConfig) -> anyhow::Result<ExitCode> {
+pub fn run(
+    command: PipelineCommand,
+    config: PipelineConfig,
+    model: &str,
+) -> anyhow::Result<ExitCode> {
     match command {
         PipelineCommand::Check { manifest } => check(&load(&config, manifest)?),
         PipelineCommand::Run {
@@ -27,13 +31,7 @@ pub fn run(command: PipelineCommand, config: PipelineConfig) -> anyhow::Result<E
                 .transpose()?
                 .unwrap_or_default();
             let pipeline = load(&config, manifest)?;
-            print_run(&simulate(
-                &pipeline,
-                &config.model,
-                history,
-                &message,
-                reply,
-            )?);
+            print_run(&simulate(&pipeline, model, history, &message, reply)?);
             Ok(ExitCode::SUCCESS)
         }
         PipelineCommand::Test { manifest, dir } => {
@@ -41,7 +39,7 @@ pub fn run(command: PipelineCommand, config: PipelineConfig) -> anyhow::Result<E
             let dir = dir.or_else(|| pipeline.manifest().fixtures.clone()).context(
                 "no fixture directory: pass one (`pipeline test DIR`) or set `fixtures` in the manifest",
             )?;
-            test(&pipeline, &config.model, &dir)
+            test(&pipeline, model, &dir)
         }
     }
 }
@@ -106,7 +104,7 @@ fn check(pipeline: &Pipeline) -> anyhow::Result<ExitCode> {
         pipeline.stages().len()
     );
     println!(
-        "{:<16} {:<17} {:>9} {:<12} {:>9} {:<8} {:>8} {:>8} {:>8}",
+        "{:<16} {:<17} {:>10} {:<12} {:>9} {:<8} {:>8} {:>8} {:>8}",
         "stage", "role", "size", "hash", "load", "compile", "memory", "timeout", "output"
     );
     for s in pipeline.stages() {

@@ -1,0 +1,206 @@
+//! The conversation service: the one place that joins the pipeline, the LLM, the store and
+//! a reply renderer (Telegram or a terminal, behind [`Replies`]).
+//!
+//! A message is *accepted* (written to the store, durably) before its Telegram update is
+//! acknowledged, waits in a bounded queue that keeps each chat's order, and is *completed*
+//! (removed from the store, its turn added to history) only once the reply was delivered.
+//! Jobs still pending at a crash or shutdown are answered after the next start.
+
+mod queue;
+mod sink;
+mod worker;
+
+pub use queue::Accepted;
+pub use sink::{Replies, ReplySink};
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ChatConfig, LlmConfig};
+use crate::llm::LlmBackend;
+use crate::pipeline::Pipeline;
+use crate::store::{NewJob, Store, StoreError};
+use queue::Queue;
+
+/// Figures for `/status`.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub waiting: usize,
+    pub running: usize,
+    pub last_tokens_per_second: Option<f64>,
+    pub uptime: Duration,
+    pub default_model: String,
+}
+
+/// Shared by the Telegram handlers, the workers and the CLI.
+pub struct ChatService<R: Replies> {
+    config: ChatConfig,
+    llm_config: LlmConfig,
+    llm: Arc<dyn LlmBackend>,
+    pipeline: ArcSwap<Pipeline>,
+    store: Arc<Mutex<Store>>,
+    replies: R,
+    queue: Mutex<Queue>,
+    job_ready: Notify,
+    last_tokens_per_second: Mutex<Option<f64>>,
+    started: Instant,
+    /// Parent of every running job's cancel token; cancelled when the grace period ends.
+    interrupt_jobs: CancellationToken,
+}
+
+impl<R: Replies> ChatService<R> {
+    pub fn new(
+        config: ChatConfig,
+        llm_config: LlmConfig,
+        llm: Arc<dyn LlmBackend>,
+        pipeline: Arc<Pipeline>,
+        store: Store,
+        replies: R,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            queue: Mutex::new(Queue::new(config.queue_capacity)),
+            config,
+            llm_config,
+            llm,
+            pipeline: ArcSwap::new(pipeline),
+            store: Arc::new(Mutex::new(store)),
+            replies,
+            job_ready: Notify::new(),
+            last_tokens_per_second: Mutex::new(None),
+            started: Instant::now(),
+            interrupt_jobs: CancellationToken::new(),
+        })
+    }
+
+    /// Accepts a user's message: stored durably first, then queued. Returns once it is safe
+    /// to acknowledge the update.
+    pub async fn accept(&self, job: NewJob) -> Result<Accepted, StoreError> {
+        if self.lock_queue().is_full() {
+            return Ok(Accepted::QueueFull);
+        }
+        let stored = self
+            .db(move |store| store.enqueue(&job).map(|e| (e, job)))
+            .await?;
+        let accepted = match stored {
+            (crate::store::Enqueued::Duplicate, _) => Accepted::Duplicate,
+            (crate::store::Enqueued::New(id), job) => self
+                .lock_queue()
+                .push(crate::store::PendingJob::from_new(id, job)),
+        };
+        self.job_ready.notify_waiters();
+        Ok(accepted)
+    }
+
+    /// Queues the jobs left pending by the previous run, in arrival order.
+    pub async fn recover(&self) -> Result<usize, StoreError> {
+        let pending = self.db(|store| store.pending()).await?;
+        let count = pending.len();
+        let mut queue = self.lock_queue();
+        for job in pending {
+            queue.push_recovered(job);
+        }
+        drop(queue);
+        self.job_ready.notify_waiters();
+        Ok(count)
+    }
+
+    /// Cancels the chat's running generation; false when nothing was running.
+    pub fn stop(&self, chat_id: i64) -> bool {
+        self.lock_queue().cancel_running(chat_id)
+    }
+
+    /// Forgets the chat's history.
+    pub async fn reset(&self, chat_id: i64) -> Result<usize, StoreError> {
+        self.db(move |store| store.clear_history(chat_id)).await
+    }
+
+    /// The chat's model: its own choice or the default.
+    pub async fn model(&self, chat_id: i64) -> Result<String, StoreError> {
+        let chosen = self.db(move |store| store.chat_model(chat_id)).await?;
+        Ok(chosen.unwrap_or_else(|| self.llm_config.model.clone()))
+    }
+
+    /// Sets the chat's model; `None` goes back to the default.
+    pub async fn set_model(&self, chat_id: i64, model: Option<String>) -> Result<(), StoreError> {
+        self.db(move |store| store.set_chat_model(chat_id, model.as_deref()))
+            .await
+    }
+
+    /// The last Telegram update handled (survives restarts).
+    pub async fn update_offset(&self) -> Result<Option<i64>, StoreError> {
+        self.db(|store| store.last_update_id()).await
+    }
+
+    pub async fn set_update_offset(&self, update_id: i64) -> Result<(), StoreError> {
+        self.db(move |store| store.set_last_update_id(update_id))
+            .await
+    }
+
+    pub fn llm(&self) -> &Arc<dyn LlmBackend> {
+        &self.llm
+    }
+
+    /// The pipeline new messages use.
+    pub fn pipeline(&self) -> Arc<Pipeline> {
+        self.pipeline.load_full()
+    }
+
+    /// Swaps in a new pipeline; messages already running finish on the old one.
+    pub fn replace_pipeline(&self, pipeline: Arc<Pipeline>) {
+        self.pipeline.store(pipeline);
+    }
+
+    pub fn status(&self) -> Status {
+        let queue = self.lock_queue();
+        Status {
+            waiting: queue.waiting(),
+            running: queue.running(),
+            last_tokens_per_second: *self
+                .last_tokens_per_second
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+            uptime: self.started.elapsed(),
+            default_model: self.llm_config.model.clone(),
+        }
+    }
+
+    /// Runs `LLM_CONCURRENCY` workers until `shutdown` is cancelled; then lets running jobs
+    /// finish within the grace period and cancels the rest (they stay pending).
+    pub async fn run_workers(self: &Arc<Self>, shutdown: CancellationToken) {
+        let workers: Vec<_> = (0..self.config.llm_concurrency)
+            .map(|_| tokio::spawn(worker::run(self.clone(), shutdown.clone())))
+            .collect();
+        shutdown.cancelled().await;
+        let grace = self.config.shutdown_grace;
+        let all = futures_util::future::join_all(workers);
+        tokio::pin!(all);
+        if tokio::time::timeout(grace, &mut all).await.is_err() {
+            tracing::warn!(
+                ?grace,
+                "generations still running after the grace period; they stay pending for the next start"
+            );
+            self.interrupt_jobs.cancel();
+            all.await;
+        }
+    }
+
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `f` on the store off the async runtime (SQLite calls block, and a durable write
+    /// waits for the disk).
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&mut store.lock().unwrap_or_else(|e| e.into_inner())))
+            .await
+            .expect("store task panicked")
+    }
+}

@@ -1,0 +1,147 @@
+//! The waiting line: bounded, first come first served, but never two jobs of one chat at
+//! once (a chat's messages are answered in order).
+
+use std::collections::{HashMap, VecDeque};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::store::PendingJob;
+
+/// What happened to an accepted message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Queued with `ahead` jobs before it (waiting or running).
+    Queued { ahead: usize },
+    /// Already accepted earlier (Telegram delivered the update again); nothing to do.
+    Duplicate,
+    /// The queue is full; the message was not accepted.
+    QueueFull,
+}
+
+pub struct Queue {
+    capacity: usize,
+    waiting: VecDeque<PendingJob>,
+    /// Chats with a job in progress, and how to cancel it.
+    running: HashMap<i64, CancellationToken>,
+}
+
+impl Queue {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            waiting: VecDeque::new(),
+            running: HashMap::new(),
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.waiting.len() >= self.capacity
+    }
+
+    pub fn push(&mut self, job: PendingJob) -> Accepted {
+        self.waiting.push_back(job);
+        Accepted::Queued {
+            ahead: self.waiting.len() - 1 + self.running.len(),
+        }
+    }
+
+    /// Recovered jobs are queued even past the capacity: they were accepted already.
+    pub fn push_recovered(&mut self, job: PendingJob) {
+        if !self.waiting.iter().any(|j| j.id == job.id) {
+            self.waiting.push_back(job);
+        }
+    }
+
+    /// The oldest job whose chat is not busy, marked running with a fresh cancel token
+    /// (a child of `parent`, so shutdown cancels it too).
+    pub fn take_next(
+        &mut self,
+        parent: &CancellationToken,
+    ) -> Option<(PendingJob, CancellationToken)> {
+        let index = self
+            .waiting
+            .iter()
+            .position(|j| !self.running.contains_key(&j.chat_id))?;
+        let job = self.waiting.remove(index)?;
+        let cancel = parent.child_token();
+        self.running.insert(job.chat_id, cancel.clone());
+        Some((job, cancel))
+    }
+
+    pub fn finish(&mut self, chat_id: i64) {
+        self.running.remove(&chat_id);
+    }
+
+    pub fn cancel_running(&self, chat_id: i64) -> bool {
+        self.running
+            .get(&chat_id)
+            .inspect(|token| token.cancel())
+            .is_some()
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: i64, chat_id: i64) -> PendingJob {
+        PendingJob {
+            id,
+            chat_id,
+            message_id: id as i32,
+            user_id: chat_id,
+            text: format!("m{id}"),
+            context: Default::default(),
+            received_unix_ms: 0,
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn one_job_per_chat_at_a_time_in_arrival_order() {
+        let root = CancellationToken::new();
+        let mut q = Queue::new(10);
+        assert_eq!(q.push(job(1, 100)), Accepted::Queued { ahead: 0 });
+        assert_eq!(q.push(job(2, 100)), Accepted::Queued { ahead: 1 });
+        assert_eq!(q.push(job(3, 200)), Accepted::Queued { ahead: 2 });
+        assert_eq!(q.take_next(&root).unwrap().0.id, 1);
+        // Chat 100 is busy: its second message waits, chat 200 goes first.
+        assert_eq!(q.take_next(&root).unwrap().0.id, 3);
+        assert!(q.take_next(&root).is_none());
+        q.finish(100);
+        assert_eq!(q.take_next(&root).unwrap().0.id, 2);
+    }
+
+    #[test]
+    fn capacity_counts_waiting_jobs_and_recovery_is_exempt() {
+        let mut q = Queue::new(1);
+        q.push(job(1, 1));
+        assert!(q.is_full());
+        q.push_recovered(job(2, 2));
+        q.push_recovered(job(2, 2));
+        assert_eq!(q.waiting(), 2);
+    }
+
+    #[test]
+    fn cancelling_reaches_the_running_job_and_shutdown_reaches_all() {
+        let root = CancellationToken::new();
+        let mut q = Queue::new(10);
+        q.push(job(1, 1));
+        q.push(job(2, 2));
+        let (_, first) = q.take_next(&root).unwrap();
+        let (_, second) = q.take_next(&root).unwrap();
+        assert!(q.cancel_running(1));
+        assert!(first.is_cancelled() && !second.is_cancelled());
+        assert!(!q.cancel_running(3));
+        root.cancel();
+        assert!(second.is_cancelled());
+    }
+}

@@ -1,0 +1,333 @@
+//! One worker: takes the next job, runs it through the pipeline and the LLM, streams the
+//! shaped reply to its sink, and completes the job in the store.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{ChatService, Replies, ReplySink};
+use crate::llm::{LlmError, ReplyEvent};
+use crate::pipeline::{FormatOutcome, Pipeline, StageError};
+use crate::prompt::{ChatMessage, Prompt, Reply, Role};
+use crate::store::PendingJob;
+
+/// How often the typing indicator is renewed while waiting for the first token (Telegram
+/// shows it for about five seconds).
+const TYPING_RENEWAL: Duration = Duration::from_secs(4);
+
+/// How a job ended, for the store.
+enum Ending {
+    /// Delivered; the turn goes into history (`None`: nothing worth remembering).
+    Completed(Option<(String, String)>),
+    /// Interrupted by shutdown: stays pending, answered after the next start.
+    KeepPending,
+}
+
+pub async fn run<R: Replies>(service: Arc<ChatService<R>>, shutdown: CancellationToken) {
+    loop {
+        let ready = service.job_ready.notified();
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let next = service.lock_queue().take_next(&service.interrupt_jobs);
+        let Some((job, cancel)) = next else {
+            tokio::select! {
+                () = ready => continue,
+                () = shutdown.cancelled() => return,
+            }
+        };
+        let (chat_id, job_id) = (job.chat_id, job.id);
+        let span = tracing::info_span!("message", chat_id, job_id, attempt = job.attempts + 1);
+        let queue_wait = Duration::from_millis(unix_ms().saturating_sub(job.received_unix_ms));
+        async {
+            tracing::info!(?queue_wait, "answering");
+            let ending = service.answer(job, &cancel).await;
+            service.end(job_id, ending).await;
+        }
+        .instrument(span)
+        .await;
+        service.lock_queue().finish(chat_id);
+        service.job_ready.notify_waiters();
+    }
+}
+
+impl<R: Replies> ChatService<R> {
+    async fn answer(&self, job: PendingJob, cancel: &CancellationToken) -> Ending {
+        let mut sink = self.replies.open(&job);
+        sink.working().await;
+        if let Err(e) = self.db(move |s| s.record_attempt(job.id)).await {
+            tracing::warn!("cannot record the attempt: {e}");
+        }
+        let prompt = match self.prompt_for(&job).await {
+            Ok(prompt) => prompt,
+            Err(e) => {
+                tracing::error!("cannot read history: {e}");
+                return fail(
+                    &mut sink,
+                    "⚠️ The bot's database is not working; your message was not answered.",
+                )
+                .await;
+            }
+        };
+        let pipeline = self.pipeline();
+        let started = Instant::now();
+        let outcome = run_blocking({
+            let (pipeline, ctx) = (pipeline.clone(), job.context.clone());
+            move || pipeline.format(&ctx, prompt)
+        })
+        .await;
+        tracing::debug!(pipeline_time = ?started.elapsed(), "formatted");
+        match outcome {
+            Err(e) => fail(&mut sink, &stage_failure_text(&e)).await,
+            Ok(FormatOutcome::Rejected { stage, reason }) => {
+                tracing::info!(stage, "rejected by the pipeline");
+                match sink.notice(&format!("🚫 {reason}")).await {
+                    Ok(()) => Ending::Completed(None),
+                    Err(_) => Ending::KeepPending,
+                }
+            }
+            Ok(FormatOutcome::Reply { prompt, reply }) => {
+                let raw = reply.text.clone();
+                match shape(&pipeline, &job, &prompt, reply, true).await {
+                    Err(e) => fail(&mut sink, &stage_failure_text(&e)).await,
+                    Ok(shaped) => deliver(&mut sink, &shaped, Some((job.text.clone(), raw))).await,
+                }
+            }
+            Ok(FormatOutcome::Prompt(prompt)) => {
+                self.generate(&mut sink, &pipeline, &job, prompt, cancel)
+                    .await
+            }
+        }
+    }
+
+    async fn prompt_for(&self, job: &PendingJob) -> Result<Prompt, crate::store::StoreError> {
+        let (chat_id, limit) = (job.chat_id, self.config.history_messages);
+        let mut messages = self.db(move |s| s.history(chat_id, limit)).await?;
+        messages.push(ChatMessage::new(Role::User, job.text.clone()));
+        let model = self.model(chat_id).await?;
+        Ok(Prompt {
+            model,
+            messages,
+            options: self.llm_config.options.clone(),
+        })
+    }
+
+    /// Streams the LLM's answer, shaping paced partials, then the final text.
+    async fn generate(
+        &self,
+        sink: &mut R::Sink,
+        pipeline: &Arc<Pipeline>,
+        job: &PendingJob,
+        prompt: Prompt,
+        cancel: &CancellationToken,
+    ) -> Ending {
+        let requested = Instant::now();
+        let stream = tokio::select! {
+            result = self.llm.chat(&prompt) => result,
+            () = cancel.cancelled() => return self.cancelled(sink, pipeline, job, &prompt, String::new()).await,
+        };
+        let mut stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => return fail(sink, &llm_failure_text(&e)).await,
+        };
+        let interval = self.config.edit_interval;
+        let mut text = String::new();
+        let mut last_partial: Option<Instant> = None;
+        let mut typing =
+            tokio::time::interval_at(tokio::time::Instant::now() + TYPING_RENEWAL, TYPING_RENEWAL);
+        loop {
+            let event = tokio::select! {
+                event = stream.next() => event,
+                () = cancel.cancelled() => {
+                    drop(stream); // closes the connection: Ollama stops generating
+                    return self.cancelled(sink, pipeline, job, &prompt, text).await;
+                }
+                _ = typing.tick(), if text.is_empty() => {
+                    sink.working().await;
+                    continue;
+                }
+            };
+            match event {
+                Some(Ok(ReplyEvent::Delta(delta))) => {
+                    if text.is_empty() {
+                        tracing::info!(first_token = ?requested.elapsed(), "first token");
+                    }
+                    text.push_str(&delta);
+                    if last_partial.is_none_or(|at| at.elapsed() >= interval)
+                        && !text.trim().is_empty()
+                    {
+                        last_partial = Some(Instant::now());
+                        if let Ok(shaped) =
+                            shape(pipeline, job, &prompt, Reply::plain(text.clone()), false).await
+                        {
+                            sink.partial(&shaped).await;
+                        }
+                    }
+                }
+                Some(Ok(ReplyEvent::Done(stats))) => {
+                    let tps = stats.tokens_per_second();
+                    *self
+                        .last_tokens_per_second
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = tps;
+                    tracing::info!(tokens = stats.eval_count, tokens_per_second = tps.unwrap_or(0.0), total = ?requested.elapsed(), "generated");
+                    return match shape(pipeline, job, &prompt, Reply::plain(text.clone()), true)
+                        .await
+                    {
+                        Err(e) => fail(sink, &stage_failure_text(&e)).await,
+                        Ok(shaped) => deliver(sink, &shaped, Some((job.text.clone(), text))).await,
+                    };
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("generation failed: {e}");
+                    return self
+                        .partial_then_notice(
+                            sink,
+                            pipeline,
+                            job,
+                            &prompt,
+                            text,
+                            &llm_failure_text(&e),
+                        )
+                        .await;
+                }
+                None => {
+                    let e = LlmError::Protocol("the answer ended early".into());
+                    return self
+                        .partial_then_notice(
+                            sink,
+                            pipeline,
+                            job,
+                            &prompt,
+                            text,
+                            &llm_failure_text(&e),
+                        )
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// `/stop` delivers what was generated so far; shutdown leaves the job pending.
+    async fn cancelled(
+        &self,
+        sink: &mut R::Sink,
+        pipeline: &Arc<Pipeline>,
+        job: &PendingJob,
+        prompt: &Prompt,
+        text: String,
+    ) -> Ending {
+        if self.shutting_down() {
+            tracing::info!("interrupted by shutdown; stays pending");
+            return Ending::KeepPending;
+        }
+        tracing::info!("stopped by the user");
+        self.partial_then_notice(sink, pipeline, job, prompt, text, "⏹ Stopped.")
+            .await
+    }
+
+    /// Delivers `text` so far (if any) as a final reply, then `notice`.
+    async fn partial_then_notice(
+        &self,
+        sink: &mut R::Sink,
+        pipeline: &Arc<Pipeline>,
+        job: &PendingJob,
+        prompt: &Prompt,
+        text: String,
+        notice: &str,
+    ) -> Ending {
+        if !text.trim().is_empty()
+            && let Ok(shaped) = shape(pipeline, job, prompt, Reply::plain(text.clone()), true).await
+            && sink.finish(&shaped).await.is_err()
+        {
+            return Ending::KeepPending;
+        }
+        match sink.notice(notice).await {
+            Ok(()) => {
+                Ending::Completed((!text.trim().is_empty()).then(|| (job.text.clone(), text)))
+            }
+            Err(_) => Ending::KeepPending,
+        }
+    }
+
+    /// Every job's cancel token is a child of `interrupt_jobs`: when that fired, it was a
+    /// shutdown, otherwise a `/stop`.
+    fn shutting_down(&self) -> bool {
+        self.interrupt_jobs.is_cancelled()
+    }
+
+    async fn end(&self, job_id: i64, ending: Ending) {
+        let result = match ending {
+            Ending::KeepPending => return,
+            Ending::Completed(turn) => {
+                self.db(move |s| {
+                    s.complete(job_id, turn.as_ref().map(|(u, a)| (u.as_str(), a.as_str())))
+                })
+                .await
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!("cannot mark the job answered: {e}");
+        }
+    }
+}
+
+/// Tells the user what went wrong; the job is done (a message that cannot be answered now
+/// is not retried behind the user's back — they are told and can send it again).
+async fn fail<S: ReplySink>(sink: &mut S, text: &str) -> Ending {
+    match sink.notice(text).await {
+        Ok(()) => Ending::Completed(None),
+        Err(_) => Ending::KeepPending,
+    }
+}
+
+async fn deliver<S: ReplySink>(
+    sink: &mut S,
+    shaped: &Reply,
+    turn: Option<(String, String)>,
+) -> Ending {
+    match sink.finish(shaped).await {
+        Ok(()) => Ending::Completed(turn),
+        Err(e) => {
+            tracing::warn!("reply not delivered, stays pending: {e:#}");
+            Ending::KeepPending
+        }
+    }
+}
+
+async fn shape(
+    pipeline: &Arc<Pipeline>,
+    job: &PendingJob,
+    prompt: &Prompt,
+    reply: Reply,
+    done: bool,
+) -> Result<Reply, StageError> {
+    let (pipeline, ctx, prompt) = (pipeline.clone(), job.context.clone(), prompt.clone());
+    run_blocking(move || pipeline.shape(&ctx, &prompt, reply, done)).await
+}
+
+/// Guest calls block (wasmtime runs them synchronously): keep them off the async threads.
+async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f)
+        .await
+        .expect("pipeline task panicked")
+}
+
+fn stage_failure_text(error: &StageError) -> String {
+    format!(
+        "⚠️ Sorry, I could not process that: {error}. The bot's owner can find details in the log."
+    )
+}
+
+fn llm_failure_text(error: &LlmError) -> String {
+    format!("⚠️ {error}")
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

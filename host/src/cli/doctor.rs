@@ -1,0 +1,105 @@
+//! `pi-agent doctor`: checks the configuration, the pipeline, the data directory, Ollama and
+//! the Telegram token, printing ✓ or ✗ with the fix for each problem.
+
+use std::process::ExitCode;
+
+use teloxide::prelude::Requester;
+
+use crate::app;
+use crate::config::{Config, ConfigError, Env};
+use crate::llm::{LlmBackend, OllamaClient};
+use crate::store::Store;
+use crate::telegram;
+
+pub async fn run(mut env: Env) -> ExitCode {
+    let config = Config::from_env(&mut env, true);
+    let mut report = Report::default();
+    match env.finish() {
+        Ok(()) => report.pass("configuration", "all variables valid"),
+        Err(ConfigError(problems)) => {
+            for p in problems {
+                report.fail(
+                    &format!("configuration: {}", p.variable),
+                    &format!("set it to {} in .env", p.expected),
+                );
+            }
+        }
+    }
+
+    let pipeline_config = config.pipeline.clone();
+    match tokio::task::spawn_blocking(move || app::load_pipeline(&pipeline_config, None)).await {
+        Ok(Ok(p)) => report.pass(
+            "pipeline",
+            &format!(
+                "{} stage(s) from {}",
+                p.stages().len(),
+                p.manifest().path.display()
+            ),
+        ),
+        Ok(Err(e)) => report.fail("pipeline", &format!("{e:#}")),
+        Err(e) => report.fail("pipeline", &e.to_string()),
+    }
+
+    match Store::open(&config.database()) {
+        Ok(_) => report.pass("data directory", &config.database().display().to_string()),
+        Err(e) => report.fail("data directory", &e.to_string()),
+    }
+
+    match OllamaClient::new(config.llm.ollama.clone()) {
+        Ok(client) => match client.check_model(&config.llm.model).await {
+            Ok(()) => report.pass(
+                "Ollama",
+                &format!(
+                    "{} is up and has {}",
+                    config.llm.ollama.base_url, config.llm.model
+                ),
+            ),
+            Err(e) => report.fail("Ollama", &e.to_string()),
+        },
+        Err(e) => report.fail("Ollama", &e.to_string()),
+    }
+
+    if !config.telegram.token.expose().is_empty() {
+        let bot = telegram::bot(&config.telegram);
+        match bot.get_me().await {
+            Ok(me) => report.pass("Telegram", &format!("token valid: @{}", me.username())),
+            Err(e) => report.fail(
+                "Telegram",
+                &format!(
+                    "{} — check TELEGRAM_BOT_TOKEN and the network",
+                    telegram::redact(&e.to_string(), &bot)
+                ),
+            ),
+        }
+    }
+    if config.telegram.allowed_users.is_empty() && config.telegram.admin_users.is_empty() {
+        report.fail("access", "nobody may use the bot: set TELEGRAM_ALLOWED_USERS (send the bot a message to learn your id)");
+    }
+    report.finish()
+}
+
+#[derive(Default)]
+struct Report {
+    failed: usize,
+}
+
+impl Report {
+    fn pass(&mut self, what: &str, detail: &str) {
+        println!("✓ {what}: {detail}");
+    }
+
+    fn fail(&mut self, what: &str, fix: &str) {
+        self.failed += 1;
+        println!("✗ {what}: {fix}");
+    }
+
+    fn finish(self) -> ExitCode {
+        if self.failed == 0 {
+            println!("All good.");
+            ExitCode::SUCCESS
+        } else {
+            println!("{} problem(s).", self.failed);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The bot's one dptree `schema()`: who may talk to it, its commands, and chat messages.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use teloxide::dispatching::{HandlerExt, UpdateFilterExt, UpdateHandler};
+use teloxide::prelude::*;
+use teloxide::types::{Me, MessageEntityKind, ReplyParameters};
+use teloxide::utils::command::BotCommands;
+
+use super::reply::TelegramReplies;
+use crate::chat::{Accepted, ChatService};
+use crate::config::TelegramConfig;
+use crate::prompt::ChatContext;
+use crate::store::NewJob;
+
+pub type Service = Arc<ChatService<TelegramReplies>>;
+
+/// How often a stranger is told their id at most: enough to add them, too rare to spam.
+const STRANGER_REPLY_EVERY: Duration = Duration::from_secs(600);
+
+#[derive(BotCommands, Clone, Debug, PartialEq)]
+#[command(
+    rename_rule = "lowercase",
+    description = "I'm a private assistant running on a Raspberry Pi. Just write to me. Commands:"
+)]
+pub enum Command {
+    #[command(description = "start chatting")]
+    Start,
+    #[command(description = "what I can do")]
+    Help,
+    #[command(description = "forget this chat's history")]
+    Reset,
+    #[command(
+        description = "list models, or switch this chat: /model gemma2:2b (/model default to go back)"
+    )]
+    Model(String),
+    #[command(description = "health of the bot, Ollama and the pipeline (admins)")]
+    Status,
+    #[command(description = "stop the answer being written")]
+    Stop,
+}
+
+/// Who may do what, and strangers recently told their id.
+pub struct Access {
+    config: TelegramConfig,
+    strangers_told: Mutex<HashMap<i64, Instant>>,
+}
+
+impl Access {
+    pub fn new(config: TelegramConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            strangers_told: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn allowed(&self, message: &Message) -> bool {
+        message
+            .from
+            .as_ref()
+            .is_some_and(|user| self.config.is_allowed(user.id.0 as i64))
+    }
+
+    fn is_admin(&self, message: &Message) -> bool {
+        message
+            .from
+            .as_ref()
+            .is_some_and(|user| self.config.is_admin(user.id.0 as i64))
+    }
+
+    /// True when this stranger should be told their id now.
+    fn tell_stranger(&self, user_id: i64) -> bool {
+        let mut told = self
+            .strangers_told
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        told.retain(|_, at| at.elapsed() < STRANGER_REPLY_EVERY);
+        told.insert(user_id, Instant::now()).is_none()
+    }
+}
+
+pub fn schema() -> UpdateHandler<anyhow::Error> {
+    Update::filter_message()
+        // In groups, only messages addressed to the bot (mention, reply, command) count.
+        .filter(addressed_to_bot)
+        .branch(
+            dptree::filter(|message: Message, access: Arc<Access>| !access.allowed(&message))
+                .endpoint(stranger),
+        )
+        .branch(
+            dptree::entry()
+                .filter_command::<Command>()
+                .endpoint(command),
+        )
+        .branch(dptree::endpoint(chat_message))
+}
+
+fn addressed_to_bot(message: Message, me: Me) -> bool {
+    if !is_group(&message) {
+        return true;
+    }
+    let replied_to_bot = message
+        .reply_to_message()
+        .and_then(|m| m.from.as_ref())
+        .is_some_and(|u| u.id == me.user.id);
+    let text = message.text().unwrap_or_default();
+    let mention = format!("@{}", me.username());
+    let mentioned = text.contains(&mention);
+    let command = message
+        .entities()
+        .unwrap_or_default()
+        .iter()
+        .any(|e| e.kind == MessageEntityKind::BotCommand && e.offset == 0);
+    replied_to_bot || mentioned || command
+}
+
+fn is_group(message: &Message) -> bool {
+    message.chat.is_group() || message.chat.is_supergroup()
+}
+
+async fn stranger(bot: Bot, message: Message, access: Arc<Access>) -> anyhow::Result<()> {
+    let Some(user) = message.from.as_ref() else {
+        return Ok(());
+    };
+    let user_id = user.id.0 as i64;
+    tracing::info!(
+        user_id,
+        chat_id = message.chat.id.0,
+        "message from a user who is not allowed"
+    );
+    if access.tell_stranger(user_id) {
+        let text = format!(
+            "This is a private bot. Your Telegram user id is {user_id} — to be let in, ask the owner to add it to TELEGRAM_ALLOWED_USERS."
+        );
+        answer(&bot, &message, text).await?;
+    }
+    Ok(())
+}
+
+async fn command(
+    bot: Bot,
+    message: Message,
+    command: Command,
+    service: Service,
+    access: Arc<Access>,
+) -> anyhow::Result<()> {
+    let chat_id = message.chat.id.0;
+    let text = match command {
+        Command::Start | Command::Help => Command::descriptions().to_string(),
+        Command::Reset => {
+            service.reset(chat_id).await?;
+            "Done — I've forgotten this chat's history.".to_owned()
+        }
+        Command::Model(name) => model_command(&service, chat_id, name.trim()).await?,
+        Command::Status if !access.is_admin(&message) => {
+            "/status is for the bot's admins.".to_owned()
+        }
+        Command::Status => status_text(&service).await,
+        Command::Stop if service.stop(chat_id) => return Ok(()), // the reply ends with "Stopped."
+        Command::Stop => "Nothing to stop.".to_owned(),
+    };
+    answer(&bot, &message, text).await
+}
+
+async fn model_command(service: &Service, chat_id: i64, name: &str) -> anyhow::Result<String> {
+    let models = service.llm().list_models().await;
+    if name.is_empty() {
+        let current = service.model(chat_id).await?;
+        return Ok(match models {
+            Ok(models) => {
+                let mut text = format!("This chat uses {current}. Installed models:\n");
+                for m in models {
+                    let marker = if m.name == current { "▶" } else { "•" };
+                    let _ = writeln!(
+                        text,
+                        "{marker} {} ({} MB)",
+                        m.name,
+                        m.size_bytes / 1_000_000
+                    );
+                }
+                text + "Switch with /model <name>."
+            }
+            Err(e) => format!("This chat uses {current}. I can't list models: {e}"),
+        });
+    }
+    if name == "default" {
+        service.set_model(chat_id, None).await?;
+        return Ok(format!(
+            "Back to the default model, {}.",
+            service.model(chat_id).await?
+        ));
+    }
+    match models {
+        Ok(models)
+            if models
+                .iter()
+                .any(|m| m.name == name || m.name == format!("{name}:latest")) =>
+        {
+            service.set_model(chat_id, Some(name.to_owned())).await?;
+            Ok(format!("This chat now uses {name}."))
+        }
+        Ok(_) => Ok(format!(
+            "{name} is not installed. On the Pi, run `ollama pull {name}`, or see /model for the list."
+        )),
+        Err(e) => Ok(format!("I can't check the models right now: {e}")),
+    }
+}
+
+async fn status_text(service: &Service) -> String {
+    let status = service.status();
+    let mut text = String::new();
+    let (ollama, loaded) = match service.llm().running_models().await {
+        Ok(models) if models.is_empty() => ("up".to_owned(), "none".to_owned()),
+        Ok(models) => (
+            "up".to_owned(),
+            models
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        Err(e) => (format!("DOWN — {e}"), "?".to_owned()),
+    };
+    let _ = writeln!(text, "Ollama: {ollama}");
+    let _ = writeln!(
+        text,
+        "Default model: {} (loaded: {loaded})",
+        status.default_model
+    );
+    let pipeline = service.pipeline();
+    let stages: Vec<String> = pipeline
+        .stages()
+        .map(|s| format!("{} ({}, {})", s.name, s.role, s.hash.short()))
+        .collect();
+    let _ = writeln!(
+        text,
+        "Pipeline: {}",
+        if stages.is_empty() {
+            "no stages".to_owned()
+        } else {
+            stages.join(" → ")
+        }
+    );
+    let _ = writeln!(
+        text,
+        "Queue: {} waiting, {} running",
+        status.waiting, status.running
+    );
+    let tps = status
+        .last_tokens_per_second
+        .map_or("—".to_owned(), |t| format!("{t:.1}"));
+    let _ = writeln!(text, "Last speed: {tps} tokens/s");
+    let _ = write!(text, "Uptime: {}", human_duration(status.uptime));
+    text
+}
+
+fn human_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+async fn chat_message(bot: Bot, message: Message, me: Me, service: Service) -> anyhow::Result<()> {
+    let Some(text) = message.text() else {
+        return answer(&bot, &message, "I can only read text messages.".to_owned()).await;
+    };
+    let text = text
+        .replace(&format!("@{}", me.username()), "")
+        .trim()
+        .to_owned();
+    if text.is_empty() {
+        return Ok(());
+    }
+    let user = message.from.as_ref();
+    let user_id = user.map_or(0, |u| u.id.0 as i64);
+    let context = ChatContext {
+        chat_id: message.chat.id.0,
+        user_id,
+        user_name: user.map(|u| u.first_name.clone()),
+        language: user.and_then(|u| u.language_code.clone()),
+        is_group: is_group(&message),
+        unix_ms: message.date.timestamp_millis().max(0) as u64,
+    };
+    let job = NewJob {
+        chat_id: message.chat.id.0,
+        message_id: message.id.0,
+        user_id,
+        text,
+        context,
+        received_unix_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    };
+    match service.accept(job).await? {
+        Accepted::Queued { ahead: 0 } | Accepted::Duplicate => Ok(()),
+        Accepted::Queued { ahead } => {
+            answer(
+                &bot,
+                &message,
+                format!("⏳ {ahead} message(s) ahead of yours — I'll answer as soon as I can."),
+            )
+            .await
+        }
+        Accepted::QueueFull => {
+            answer(
+                &bot,
+                &message,
+                "I'm busy with too many messages right now. Please try again in a few minutes."
+                    .to_owned(),
+            )
+            .await
+        }
+    }
+}
+
+/// A short plain reply to `message`.
+async fn answer(bot: &Bot, message: &Message, text: String) -> anyhow::Result<()> {
+    bot.send_message(message.chat.id, text)
+        .reply_parameters(ReplyParameters::new(message.id).allow_sending_without_reply())
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", super::redact(&e.to_string(), bot)))?;
+    Ok(())
+}

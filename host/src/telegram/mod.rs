@@ -1,0 +1,190 @@
+//! Telegram: long polling (no open port), the dptree schema, and streaming replies.
+//!
+//! The polling loop is our own rather than teloxide's dispatcher so that an update is
+//! acknowledged (the next `getUpdates` offset) only after its handler returned — and a
+//! chat message's handler returns only once the message is stored durably.
+
+mod handlers;
+mod reply;
+pub mod text;
+
+pub use handlers::{Access, Command};
+pub use reply::TelegramReplies;
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use teloxide::prelude::*;
+use teloxide::types::{AllowedUpdate, Me};
+use teloxide::utils::command::BotCommands;
+use teloxide::{ApiError, RequestError};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::TelegramConfig;
+use handlers::Service;
+
+/// Long-poll timeout: Telegram holds `getUpdates` open this long when there is nothing new.
+const POLL_TIMEOUT_SECS: u32 = 25;
+/// Longest pause between retries while Telegram is unreachable (flaky Wi-Fi).
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// A bot for `config`'s token and API server.
+pub fn bot(config: &TelegramConfig) -> Bot {
+    Bot::new(config.token.expose()).set_api_url(config.api_url.clone())
+}
+
+/// `text` with the bot token blanked out. Network errors from the HTTP client include the
+/// request URL, and the Bot API puts the token in the URL.
+pub fn redact(text: &str, bot: &Bot) -> String {
+    let token = bot.token();
+    if token.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(token, "[bot token]")
+    }
+}
+
+/// Asks Telegram who the bot is, retrying while the network is down. A rejected token is
+/// fatal: nothing would work.
+pub async fn identify(bot: &Bot, shutdown: &CancellationToken) -> anyhow::Result<Option<Me>> {
+    let mut attempt = 0;
+    loop {
+        let result = tokio::select! {
+            r = bot.get_me() => r,
+            () = shutdown.cancelled() => return Ok(None),
+        };
+        match result {
+            Ok(me) => return Ok(Some(me)),
+            Err(RequestError::Api(ApiError::InvalidToken)) => {
+                anyhow::bail!(
+                    "Telegram refused the bot token: check TELEGRAM_BOT_TOKEN (from @BotFather)"
+                )
+            }
+            Err(e) => {
+                attempt += 1;
+                let wait = backoff(attempt);
+                tracing::warn!(
+                    ?wait,
+                    "cannot reach Telegram ({}); retrying",
+                    redact(&e.to_string(), bot)
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.cancelled() => return Ok(None),
+                }
+            }
+        }
+    }
+}
+
+/// Shows the commands in Telegram's menu.
+pub async fn register_commands(bot: &Bot) {
+    if let Err(e) = bot.set_my_commands(Command::bot_commands()).await {
+        tracing::warn!(
+            "cannot register the bot's commands: {}",
+            redact(&e.to_string(), bot)
+        );
+    }
+}
+
+/// Polls for updates and handles them in order until `shutdown`.
+pub async fn poll(
+    bot: Bot,
+    me: Me,
+    service: Service,
+    access: Arc<Access>,
+    shutdown: CancellationToken,
+) {
+    let schema = handlers::schema();
+    let mut offset = match service.update_offset().await {
+        Ok(last) => last.map_or(0, |id| id as i32 + 1),
+        Err(e) => {
+            tracing::error!("cannot read the update offset: {e}");
+            0
+        }
+    };
+    let mut failures = 0;
+    tracing::info!(bot = %me.username(), "polling Telegram for messages");
+    while !shutdown.is_cancelled() {
+        let request = bot
+            .get_updates()
+            .offset(offset)
+            .timeout(POLL_TIMEOUT_SECS)
+            .allowed_updates(vec![AllowedUpdate::Message]);
+        let result = tokio::select! {
+            r = request.send() => r,
+            () = shutdown.cancelled() => break,
+        };
+        let updates = match result {
+            Ok(updates) => {
+                failures = 0;
+                updates
+            }
+            Err(RequestError::RetryAfter(seconds)) => {
+                tokio::time::sleep(seconds.duration()).await;
+                continue;
+            }
+            Err(e) => {
+                failures += 1;
+                let wait = backoff(failures);
+                tracing::warn!(
+                    ?wait,
+                    "getUpdates failed ({}); retrying",
+                    redact(&e.to_string(), &bot)
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        for update in updates {
+            let id = update.id.0;
+            let deps = dptree::deps![
+                update,
+                bot.clone(),
+                me.clone(),
+                service.clone(),
+                access.clone()
+            ];
+            if let ControlFlow::Break(Err(e)) = schema.dispatch(deps).await {
+                // Not acknowledged: Telegram delivers it again with the next poll.
+                tracing::error!(
+                    update_id = id,
+                    "handling an update failed: {}",
+                    redact(&format!("{e:#}"), &bot)
+                );
+                failures += 1;
+                tokio::time::sleep(backoff(failures)).await;
+                break;
+            }
+            offset = id as i32 + 1;
+            if let Err(e) = service.set_update_offset(i64::from(id)).await {
+                tracing::warn!("cannot save the update offset: {e}");
+            }
+        }
+    }
+    // Confirm what was handled, so a restart does not see those updates again.
+    let _ = bot.get_updates().offset(offset).timeout(0).limit(1).await;
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_secs(1 << attempt.clamp(1, 5)).min(MAX_BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_blanked_out_of_text() {
+        let token = "123456789:AAHtestTokenThatMustNeverLeak_0123456";
+        let bot = Bot::new(token);
+        let text = format!(
+            "error sending request for url (https://api.telegram.org/bot{token}/GetUpdates)"
+        );
+        assert_eq!(
+            redact(&text, &bot),
+            "error sending request for url (https://api.telegram.org/bot[bot token]/GetUpdates)"
+        );
+    }
+}

@@ -1,0 +1,486 @@
+//! End to end: the real `pi-agent run` with the real default guests, against a fake
+//! Telegram Bot API and a fake Ollama on loopback.
+
+use std::time::Duration;
+
+use pi_agent_tests::bot::{FRIEND, Harness, OWNER, PATIENCE, STRANGER, TOKEN};
+use pi_agent_tests::fake_ollama::{Script, unused_url};
+use pi_agent_tests::fake_telegram::{Failure, validate_html};
+
+async fn harness() -> Harness {
+    Harness::start(env!("CARGO_BIN_EXE_pi-agent-cli")).await
+}
+
+fn user_messages(request: &serde_json::Value) -> Vec<String> {
+    request["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_reply_arrives_shaped_as_html() {
+    let mut h = harness().await;
+    h.ollama.push_script(
+        Script::reply("**Hello** from <the> Pi & co. ".repeat(6))
+            .with_token_delay(Duration::from_millis(40)),
+    );
+    let _bot = h.bot(&[]);
+    h.telegram.push_message(FRIEND, FRIEND, "hi");
+    let expected = "<b>Hello</b> from &lt;the&gt; Pi &amp; co.";
+    let reply = h
+        .wait_for_message(FRIEND, |m| m.text.matches("<b>Hello</b>").count() == 6)
+        .await;
+    assert!(reply.text.starts_with(expected), "{}", reply.text);
+    assert_eq!(reply.parse_mode.as_deref(), Some("HTML"));
+    assert!(validate_html(&reply.text).is_ok());
+    assert!(
+        reply.edits >= 1,
+        "the reply streams in through edits: {reply:?}"
+    );
+    assert!(
+        !h.telegram.calls("sendChatAction").is_empty(),
+        "typing is shown while waiting"
+    );
+    let commands: Vec<String> = h
+        .telegram
+        .bot_commands()
+        .into_iter()
+        .map(|(c, _)| c)
+        .collect();
+    assert_eq!(
+        commands,
+        ["start", "help", "reset", "model", "status", "stop"]
+    );
+    // The prompt went through the persona guest: system prompt folded into the user turn.
+    let request = &h.ollama.chat_requests()[0];
+    assert!(
+        user_messages(request)[0].starts_with("You are a concise, friendly assistant"),
+        "{request}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stranger_gets_only_their_id() {
+    let mut h = harness().await;
+    let _bot = h.bot(&[]);
+    h.telegram.push_message(STRANGER, STRANGER, "let me in");
+    let reply = h.wait_for_message(STRANGER, |_| true).await;
+    assert!(
+        reply.text.contains(&STRANGER.to_string()) && reply.text.contains("TELEGRAM_ALLOWED_USERS"),
+        "{}",
+        reply.text
+    );
+    h.telegram.push_message(STRANGER, STRANGER, "please?");
+    h.wait_until_acknowledged().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        h.telegram.sent_messages(STRANGER).len(),
+        1,
+        "told once, then ignored"
+    );
+    assert_eq!(h.ollama.chat_count(), 0, "strangers never reach the LLM");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_forgets_the_history() {
+    let mut h = harness().await;
+    let _bot = h.bot(&[]);
+    h.ollama.push_script(Script::reply("first answer"));
+    h.telegram.push_message(FRIEND, FRIEND, "first question");
+    h.wait_for_message(FRIEND, |m| m.visible_text == "first answer")
+        .await;
+    h.ollama.push_script(Script::reply("second answer"));
+    h.telegram.push_message(FRIEND, FRIEND, "second question");
+    h.wait_for_message(FRIEND, |m| m.visible_text == "second answer")
+        .await;
+    let with_history = user_messages(&h.ollama.chat_requests()[1]);
+    assert_eq!(
+        with_history.len(),
+        3,
+        "history + new message: {with_history:?}"
+    );
+
+    h.telegram.push_message(FRIEND, FRIEND, "/reset");
+    h.wait_for_message(FRIEND, |m| m.text.contains("forgotten"))
+        .await;
+    h.ollama.push_script(Script::reply("third answer"));
+    h.telegram.push_message(FRIEND, FRIEND, "third question");
+    h.wait_for_message(FRIEND, |m| m.visible_text == "third answer")
+        .await;
+    let after_reset = user_messages(&h.ollama.chat_requests()[2]);
+    assert_eq!(after_reset.len(), 1, "{after_reset:?}");
+    assert!(after_reset[0].ends_with("third question"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn model_lists_and_switches_per_chat() {
+    let mut h = harness().await;
+    h.ollama
+        .set_installed_models(&["gemma2:2b", "qwen2.5:1.5b"]);
+    let _bot = h.bot(&[]);
+    h.telegram.push_message(FRIEND, FRIEND, "/model");
+    h.wait_for_message(FRIEND, |m| {
+        m.text.contains("This chat uses gemma2:2b") && m.text.contains("qwen2.5:1.5b")
+    })
+    .await;
+    h.telegram.push_message(FRIEND, FRIEND, "/model llama9:70b");
+    h.wait_for_message(FRIEND, |m| m.text.contains("ollama pull llama9:70b"))
+        .await;
+    h.telegram
+        .push_message(FRIEND, FRIEND, "/model qwen2.5:1.5b");
+    h.wait_for_message(FRIEND, |m| m.text.contains("now uses qwen2.5:1.5b"))
+        .await;
+    h.telegram.push_message(FRIEND, FRIEND, "which model?");
+    h.wait_for_message(FRIEND, |m| m.visible_text.ends_with("which model?"))
+        .await;
+    assert_eq!(h.ollama.chat_requests()[0]["model"], "qwen2.5:1.5b");
+    // Another chat keeps the default.
+    h.telegram.push_message(OWNER, OWNER, "and here?");
+    h.wait_for_message(OWNER, |m| m.visible_text.ends_with("and here?"))
+        .await;
+    assert_eq!(h.ollama.chat_requests()[1]["model"], "gemma2:2b");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_cancels_the_running_generation() {
+    let mut h = harness().await;
+    h.ollama.push_script(
+        Script::reply("word ".repeat(400)).with_token_delay(Duration::from_millis(50)),
+    );
+    let _bot = h.bot(&[]);
+    h.telegram
+        .push_message(FRIEND, FRIEND, "tell me a long story");
+    h.wait_for_message(FRIEND, |m| m.text.starts_with("word"))
+        .await;
+    h.telegram.push_message(FRIEND, FRIEND, "/stop");
+    h.wait_for_message(FRIEND, |m| m.text.contains("Stopped"))
+        .await;
+    assert!(
+        h.ollama.wait_for_cancelled(1, PATIENCE).await,
+        "Ollama saw the stream closed"
+    );
+    let partial = &h.telegram.sent_messages(FRIEND)[0];
+    assert!(
+        partial.visible_text.split_whitespace().count() < 400,
+        "only part of the story was told"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_10000_character_reply_is_split() {
+    let mut h = harness().await;
+    let paragraph =
+        "This sentence is part of a very long answer about the Raspberry Pi. ".repeat(15);
+    let reply: String = (0..10).map(|i| format!("{i} {paragraph}\n\n")).collect();
+    assert!(reply.len() > 10_000);
+    h.ollama.push_script(Script::reply(reply.clone()));
+    let _bot = h.bot(&[]);
+    h.telegram
+        .push_message(FRIEND, FRIEND, "tell me everything");
+    let words = |t: &pi_agent_tests::fake_telegram::FakeTelegram| {
+        t.sent_messages(FRIEND)
+            .iter()
+            .map(|m| m.visible_text.split_whitespace().count())
+            .sum::<usize>()
+    };
+    let expected = reply.split_whitespace().count();
+    let complete = h
+        .telegram
+        .wait_for(|t| words(t) == expected, PATIENCE)
+        .await;
+    assert!(
+        complete,
+        "nothing lost at the splits: {} of {expected} words shown",
+        words(&h.telegram)
+    );
+    let messages = h.telegram.sent_messages(FRIEND);
+    assert!(messages.len() >= 3, "{} messages", messages.len());
+    for m in &messages {
+        assert!(m.visible_text.encode_utf16().count() <= 4096);
+        assert!(validate_html(&m.text).is_ok());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejected_html_is_resent_as_plain_text() {
+    let mut h = harness().await;
+    h.ollama.push_script(Script::reply("**bold** and `code`"));
+    let _bot = h.bot(&[]);
+    h.telegram.fail_next(
+        "sendMessage",
+        Failure::BadRequest("can't parse entities: Unsupported start tag \"b\"".into()),
+    );
+    h.telegram.push_message(FRIEND, FRIEND, "format something");
+    let reply = h
+        .wait_for_message(FRIEND, |m| m.visible_text == "bold and code")
+        .await;
+    assert_eq!(reply.parse_mode, None, "sent as plain text: {reply:?}");
+    assert!(h.logs().contains("rejected the HTML"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_429_on_an_edit_is_waited_out() {
+    let mut h = harness().await;
+    h.ollama
+        .push_script(Script::reply("tick ".repeat(60)).with_token_delay(Duration::from_millis(30)));
+    let _bot = h.bot(&[]);
+    h.telegram.fail_next(
+        "editMessageText",
+        Failure::TooManyRequests {
+            retry_after_secs: 2,
+        },
+    );
+    h.telegram.push_message(FRIEND, FRIEND, "count");
+    h.wait_for_message(FRIEND, |m| m.visible_text.split_whitespace().count() == 60)
+        .await;
+    let edits = h.telegram.calls("editMessageText");
+    let throttled = edits[0].at;
+    assert!(
+        edits[1..]
+            .iter()
+            .all(|e| e.at.duration_since(throttled) >= Duration::from_millis(1900)),
+        "no edit within retry_after of the 429"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ollama_down_is_explained_and_the_bot_keeps_serving() {
+    let mut h = harness().await;
+    let url = unused_url();
+    let _bot = h.bot(&[("OLLAMA_URL", &url)]);
+    h.telegram.push_message(FRIEND, FRIEND, "hello?");
+    h.wait_for_message(FRIEND, |m| m.text.contains("not reachable"))
+        .await;
+    h.telegram.push_message(FRIEND, FRIEND, "/help");
+    h.wait_for_message(FRIEND, |m| m.text.contains("/reset"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_mid_stream_and_a_stall_are_explained_and_the_bot_keeps_serving() {
+    let mut h = harness().await;
+    h.ollama.push_script(Script::error_mid_stream(
+        3,
+        "llama runner process has terminated",
+    ));
+    h.ollama.push_script(Script::stall(2));
+    let _bot = h.bot(&[("OLLAMA_IDLE_TIMEOUT_SECS", "1")]);
+    h.telegram.push_message(FRIEND, FRIEND, "one");
+    h.wait_for_message(FRIEND, |m| {
+        m.text.contains("llama runner process has terminated")
+    })
+    .await;
+    h.telegram.push_message(FRIEND, FRIEND, "two");
+    h.wait_for_message(FRIEND, |m| {
+        m.text.contains("Ollama stopped answering for 1s")
+    })
+    .await;
+    h.telegram.push_message(FRIEND, FRIEND, "three");
+    h.wait_for_message(FRIEND, |m| m.visible_text.ends_with("three"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn groups_are_answered_only_when_addressed() {
+    let mut h = harness().await;
+    let _bot = h.bot(&[]);
+    let group = -4242;
+    h.telegram
+        .push_message(group, FRIEND, "just chatting among humans");
+    h.telegram
+        .push_message(group, FRIEND, "@pi_agent_test_bot what time is it?");
+    let reply = h
+        .wait_for_message(group, |m| m.visible_text.ends_with("time is it?"))
+        .await;
+    assert!(
+        reply.visible_text.ends_with("\n\nwhat time is it?"),
+        "the mention is removed: {}",
+        reply.visible_text
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        h.ollama.chat_count(),
+        1,
+        "the unaddressed message was ignored"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_messages_survive_kill_9_and_are_answered_once() {
+    let mut h = harness().await;
+    // The first run's model never answers: everything it accepted stays pending.
+    h.ollama
+        .set_default_script(Script::reply("late").with_load_delay(Duration::from_secs(600)));
+    let mut first = h.bot(&[]);
+    let ids: Vec<i32> = ["one", "two", "three"]
+        .iter()
+        .map(|t| h.telegram.push_message(FRIEND, FRIEND, t))
+        .collect();
+    h.wait_until_acknowledged().await;
+    first.kill();
+
+    h.ollama.set_default_script(Script::echo());
+    let _second = h.bot(&[]);
+    for text in ["one", "two", "three"] {
+        h.wait_for_message(FRIEND, |m| {
+            m.visible_text.ends_with(&format!(" {text}"))
+                || m.visible_text.ends_with(&format!("\n{text}"))
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answers: Vec<_> = h
+        .telegram
+        .sent_messages(FRIEND)
+        .into_iter()
+        .filter(|m| m.visible_text.starts_with("echo:"))
+        .collect();
+    assert_eq!(
+        answers.len(),
+        ids.len(),
+        "each message answered exactly once: {answers:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_exits_cleanly() {
+    let mut h = harness().await;
+    let mut bot = h.bot(&[]);
+    h.telegram.push_message(FRIEND, FRIEND, "/help");
+    h.wait_for_message(FRIEND, |_| true).await;
+    assert!(bot.terminate().success());
+    assert!(h.logs().contains("stopped"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_never_reaches_the_log() {
+    let mut h = harness().await;
+    // Debug logging of every library, and a network error whose text carries the request URL.
+    let _bot = h.bot(&[("RUST_LOG", "debug")]);
+    h.telegram.fail_next("getUpdates", Failure::Drop);
+    h.telegram.push_message(FRIEND, FRIEND, "hi");
+    h.wait_for_message(FRIEND, |m| m.visible_text.ends_with("hi"))
+        .await;
+    let logs = h.logs();
+    assert!(
+        logs.contains("getUpdates failed (A network error: error sending request for url"),
+        "the failure was logged:\n{logs}"
+    );
+    assert!(
+        !logs.contains(TOKEN) && !logs.contains(&TOKEN[10..]),
+        "the token leaked:\n{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_bot_tells_the_queue_position_and_refuses_politely_when_full() {
+    let mut h = harness().await;
+    h.ollama.set_default_script(
+        Script::reply("slow answer").with_load_delay(Duration::from_millis(1500)),
+    );
+    let _bot = h.bot(&[("QUEUE_CAPACITY", "1")]);
+    h.telegram.push_message(FRIEND, FRIEND, "first");
+    let running = h
+        .telegram
+        .wait_for(|t| !t.calls("sendChatAction").is_empty(), PATIENCE)
+        .await;
+    assert!(running, "the first message is being answered");
+    h.telegram.push_message(OWNER, OWNER, "second");
+    h.wait_for_message(OWNER, |m| m.text.contains("1 message(s) ahead of yours"))
+        .await;
+    h.telegram.push_message(FRIEND, FRIEND, "third");
+    h.wait_for_message(FRIEND, |m| m.text.contains("too many messages"))
+        .await;
+    h.wait_for_message(FRIEND, |m| m.visible_text == "slow answer")
+        .await;
+    h.wait_for_message(OWNER, |m| m.visible_text == "slow answer")
+        .await;
+    assert_eq!(
+        h.ollama.chat_count(),
+        2,
+        "the refused message never reached the LLM"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_checks_everything_and_names_the_fix() {
+    let h = harness().await;
+    let output = tokio::process::Command::from(h.command("doctor", &[]))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    for line in [
+        "✓ configuration",
+        "✓ pipeline: 2 stage(s)",
+        "✓ data directory",
+        "✓ Ollama",
+        "✓ Telegram: token valid: @pi_agent_test_bot",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+
+    let down = unused_url();
+    let command = h.command(
+        "doctor",
+        &[
+            ("OLLAMA_URL", &down),
+            ("OLLAMA_MODEL", "mistral:7b"),
+            ("TELEGRAM_ALLOWED_USERS", "me"),
+        ],
+    );
+    let output = tokio::process::Command::from(command)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("✗ Ollama: Ollama is not reachable"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "✗ configuration: TELEGRAM_ALLOWED_USERS: set it to comma-separated numeric user ids"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(TOKEN));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn chat_in_the_terminal_uses_the_same_pipeline_and_ollama() {
+    let h = harness().await;
+    h.ollama.push_script(Script::reply("**Hi** there"));
+    let mut command =
+        tokio::process::Command::from(h.command("chat", &[("TELEGRAM_BOT_TOKEN", "")]));
+    command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    use tokio::io::AsyncWriteExt;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello\n/quit\n")
+        .await
+        .unwrap();
+    let output = child.wait_with_output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("> Hi there"),
+        "the shaped reply, as plain text: {stdout}"
+    );
+    assert!(user_messages(&h.ollama.chat_requests()[0])[0].ends_with("hello"));
+}
