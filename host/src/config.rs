@@ -31,11 +31,12 @@ impl PipelineConfig {
 
     pub fn from_env(env: &mut Env) -> Self {
         let defaults = StageLimits::default();
+        let max_mib = (crate::pipeline::MAX_GUEST_MEMORY >> 20) as u64;
         let memory_mib = env.parse(
             "GUEST_MEMORY_LIMIT_MIB",
             defaults.memory_mib(),
-            "a whole number of MiB, e.g. 64",
-            |v| *v > 0,
+            &format!("a whole number of MiB from 1 to {max_mib}, e.g. 64"),
+            |v| (1..=max_mib).contains(v),
         );
         let timeout_ms = env.parse(
             "GUEST_TIMEOUT_MS",

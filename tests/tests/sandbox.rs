@@ -104,7 +104,7 @@ fn a_100_mb_answer_cannot_even_be_built_under_the_memory_cap() {
 fn an_answer_over_the_output_cap_is_refused() {
     let scratch = Scratch::default();
     // Enough memory to build the 100 MB string: the output cap is what stops it.
-    let pipeline = hostile(&scratch, "memory_limit_mib = 512\nmax_output_kib = 64");
+    let pipeline = hostile(&scratch, "memory_limit_mib = 256\nmax_output_kib = 64");
     assert_fails_then_recovers(&pipeline, "huge:100000000", |k| {
         *k == FailureKind::OutputTooLarge {
             actual: 100_000_000,

@@ -6,14 +6,22 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use wasmtime::component::Linker;
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+use super::limits::{MAX_GUEST_MEMORY, MAX_TABLE_ELEMENTS};
 use super::sandbox::{self, StageState};
 
 /// How often the epoch advances. A stage's CPU deadline is rounded up to whole ticks, so
 /// this is the precision of timeouts; a ticker thread waking 100 times a second costs
 /// nothing measurable on a Pi.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Guest calls in flight at once (each instantiates its stage). Far above what a Pi runs
+/// (one generation at a time, a few shaper calls); past it, a call fails cleanly.
+const MAX_CONCURRENT_CALLS: u32 = 100;
+/// Guard pages after each memory slot; bounds are checked explicitly anyway, since the
+/// reservation is below 4 GiB.
+const MEMORY_GUARD: u64 = 2 << 20;
 
 /// An engine configured for guests, with the linker built once for all stages.
 pub struct GuestEngine {
@@ -26,13 +34,26 @@ impl GuestEngine {
     pub fn new() -> anyhow::Result<Arc<Self>> {
         let mut config = Config::new();
         config.epoch_interruption(true);
-        // The on-demand allocator reserves address space per instance only while it lives.
-        // Wasmtime's pooling allocator would reserve slots for thousands of instances up
-        // front — terabytes of virtual memory, more than the Pi kernel's 39-bit (512 GiB)
-        // address space allows. Each linear memory reserves 4 GiB + guard here, so dozens
-        // of concurrent guest calls fit easily.
-        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::OnDemand);
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        // Every message instantiates each stage afresh, so instantiation must be cheap: a
+        // pool of pre-reserved slots makes it a few microseconds instead of an mmap/munmap
+        // round per memory. Wasmtime's *default* pool (1000 slots of 4 GiB + guards) would
+        // reserve terabytes of virtual memory, more than the Pi kernel's 39-bit (512 GiB)
+        // address space; this one is sized for the job: each memory slot reserves
+        // MAX_GUEST_MEMORY + guard, about 26 GiB for all slots together.
+        config.memory_reservation(MAX_GUEST_MEMORY as u64);
+        config.memory_guard_size(MEMORY_GUARD);
+        config.memory_reservation_for_growth(0);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(MAX_CONCURRENT_CALLS)
+            .total_core_instances(MAX_CONCURRENT_CALLS * 8)
+            .total_memories(MAX_CONCURRENT_CALLS)
+            .total_tables(MAX_CONCURRENT_CALLS * 8)
+            .total_stacks(0)
+            .max_tables_per_module(4)
+            .max_memory_size(MAX_GUEST_MEMORY)
+            .table_elements(MAX_TABLE_ELEMENTS);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         sandbox::link(&mut linker)?;

@@ -31,10 +31,15 @@ impl StageLimits {
     }
 }
 
+/// The most memory any stage may be given (`memory_limit_mib`): each of the engine's
+/// memory slots reserves this much address space. A guest needing more than a quarter of a
+/// Pi's RAM would be a mistake anyway.
+pub const MAX_GUEST_MEMORY: usize = 256 << 20;
+
 /// Table elements, instances, tables and memories: generous for any real guest (a Rust
 /// component has a handful of core instances), small enough that no guest can use them to
 /// exhaust the host.
-const MAX_TABLE_ELEMENTS: usize = 100_000;
+pub const MAX_TABLE_ELEMENTS: usize = 20_000;
 const MAX_INSTANCES: usize = 32;
 const MAX_TABLES: usize = 32;
 const MAX_MEMORIES: usize = 8;

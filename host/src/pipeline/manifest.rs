@@ -20,7 +20,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::error::LoadError;
-use super::limits::StageLimits;
+use super::limits::{MAX_GUEST_MEMORY, StageLimits};
 
 /// A parsed manifest with paths resolved against its directory.
 #[derive(Debug, Clone, PartialEq)]
@@ -125,9 +125,11 @@ fn stage_limits(stage: &RawStage, defaults: &StageLimits) -> Result<StageLimits,
     };
     let mut limits = defaults.clone();
     if let Some(mib) = positive(stage.memory_limit_mib, "memory_limit_mib")? {
-        limits.memory_bytes = mib
-            .checked_mul(1 << 20)
-            .ok_or("memory_limit_mib is too large")?;
+        let max_mib = (MAX_GUEST_MEMORY >> 20) as u64;
+        if mib > max_mib {
+            return Err(format!("memory_limit_mib must be at most {max_mib}"));
+        }
+        limits.memory_bytes = mib << 20;
     }
     if let Some(ms) = positive(stage.timeout_ms, "timeout_ms")? {
         limits.timeout = Duration::from_millis(ms);
@@ -206,6 +208,10 @@ mod tests {
             (
                 "[[stage]]\nname = \"a\"\nguest = \"x\"\ntimeout_ms = 0",
                 "stage 'a': timeout_ms must be greater than 0",
+            ),
+            (
+                "[[stage]]\nname = \"a\"\nguest = \"x\"\nmemory_limit_mib = 1024",
+                "stage 'a': memory_limit_mib must be at most 256",
             ),
             ("[[stage]\n", "conf/pipeline.toml"),
         ];

@@ -23,7 +23,7 @@ use std::sync::Arc;
 pub use cache::{CompileCache, CompileSource, ContentHash};
 pub use engine::GuestEngine;
 pub use error::{FailureKind, LoadError, StageError};
-pub use limits::StageLimits;
+pub use limits::{MAX_GUEST_MEMORY, StageLimits};
 pub use manifest::{Manifest, StageSpec};
 pub use stage::{Outcome, Role, StageInfo};
 
