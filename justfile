@@ -75,7 +75,7 @@ lint:
 
 # Benchmarks: per-message pipeline cost vs native Rust, and cached vs cold load
 bench:
-    cargo bench -p pi-agent-tests --bench pipeline
+    cargo bench -p pi-agent-tests
 
 # What CI runs
 ci: check lint test
@@ -103,7 +103,7 @@ dist arch="aarch64": (_cross-tools arch) build-guests
     cp guests/fixtures/*.toml "$tmp/guests/fixtures/"
     rm -rf "$out"; mv "$tmp" "$out"
     echo "$out/  ($triple, static)"
-    (cd "$out" && find . -type f | sort | while read -r f; do printf '  %-36s %10d bytes\n' "${f#./}" "$(stat -c %s "$f")"; done)
+    (cd "$out" && find . -type f | sort | while read -r f; do printf '  %-44s %9d bytes\n' "${f#./}" "$(stat -c %s "$f")"; done)
 
 _cross-tools arch:
     #!/usr/bin/env bash
@@ -148,13 +148,13 @@ check-qemu: (dist "aarch64")
     time pi pipeline test
     echo "== limits: a guest that loops, one that allocates without bound, one that panics"
     printf '[[stage]]\nname = "hostile"\nguest = "%s"\ntimeout_ms = 300\nmemory_limit_mib = 16\n' "$hostile" > "$work/hostile.toml"
-    for case in "loop:longer than" "alloc:memory limit" "panic:panicked"; do
-        message="${case%%:*}"; expect="${case#*:}"
+    for case in "loop:ran longer than its 300ms limit" "alloc:needed more than its 16 MiB memory limit" "panic:panicked"; do
+        message="${case%%:*}"; expect="^error: .*${case#*:}"
         if pi pipeline run --manifest "$work/hostile.toml" --message "$message" > "$work/out.txt" 2>&1; then
             echo "FAILED: '$message' succeeded" >&2; cat "$work/out.txt" >&2; exit 1
         fi
-        grep -q "$expect" "$work/out.txt" || { echo "FAILED: '$message' did not fail with '$expect':" >&2; cat "$work/out.txt" >&2; exit 1; }
-        echo "  $message: $(grep -m1 "$expect" "$work/out.txt")"
+        grep -q "$expect" "$work/out.txt" || { echo "FAILED: '$message' did not fail as expected:" >&2; cat "$work/out.txt" >&2; exit 1; }
+        echo "  $message → $(grep -m1 "$expect" "$work/out.txt")"
     done
     echo "ok: dist/aarch64 runs the pipeline under emulation"
 

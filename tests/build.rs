@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUESTS: &[&str] = &["persona", "telegram-html", "hostile"];
+const GUESTS: &[&str] = &["persona", "telegram-html", "hostile", "not-a-stage"];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -59,10 +59,13 @@ fn main() {
 
     let mut consts = String::new();
     for guest in GUESTS {
-        let wasm = target_dir
-            .join("wasm32-wasip2/guest")
-            .join(format!("{}.wasm", guest.replace('-', "_")));
-        assert!(wasm.exists(), "{} was not built", wasm.display());
+        // Libraries' files use underscores, binaries' keep the package name.
+        let out = target_dir.join("wasm32-wasip2/guest");
+        let wasm = [guest.replace('-', "_"), guest.to_string()]
+            .map(|name| out.join(format!("{name}.wasm")))
+            .into_iter()
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{guest} was not built"));
         consts.push_str(&format!(
             "/// `{guest}` built for wasm32-wasip2.\npub const {}: &str = {:?};\n",
             guest.replace('-', "_").to_uppercase(),

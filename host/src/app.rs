@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::chat::{ChatService, Replies};
 use crate::config::{Config, PipelineConfig};
 use crate::llm::{LlmBackend, OllamaClient};
-use crate::pipeline::{CompileCache, GuestEngine, Pipeline};
+use crate::pipeline::Pipeline;
+use crate::reload::Reloader;
 use crate::store::Store;
 use crate::telegram::{self, Access, TelegramReplies};
 
@@ -19,27 +20,23 @@ use crate::telegram::{self, Access, TelegramReplies};
 pub fn load_pipeline(
     config: &PipelineConfig,
     manifest: Option<PathBuf>,
-) -> anyhow::Result<Pipeline> {
-    let path = manifest.unwrap_or_else(|| config.manifest.clone());
-    let engine = GuestEngine::new().context("cannot start the WebAssembly engine")?;
-    let cache = CompileCache::new(config.cache_dir());
-    Ok(Pipeline::load_file(
-        engine,
-        &path,
-        &config.default_limits,
-        &cache,
-    )?)
+) -> anyhow::Result<Arc<Pipeline>> {
+    let mut config = config.clone();
+    if let Some(manifest) = manifest {
+        config.manifest = manifest;
+    }
+    Ok(Reloader::start(config)?.pipeline().load_full())
 }
 
-/// Everything but the Telegram side: what `run` and the terminal `chat` share.
+/// Everything but the Telegram side — the (reloadable) pipeline, Ollama, the store and the
+/// chat service: what `run` and the terminal `chat` share.
 pub async fn service<R: Replies>(
     config: &Config,
     replies: R,
-) -> anyhow::Result<Arc<ChatService<R>>> {
+) -> anyhow::Result<(Arc<ChatService<R>>, Arc<Reloader>)> {
     let pipeline_config = config.pipeline.clone();
-    let pipeline =
-        tokio::task::spawn_blocking(move || load_pipeline(&pipeline_config, None)).await??;
-    for stage in pipeline.stages() {
+    let reloader = tokio::task::spawn_blocking(move || Reloader::start(pipeline_config)).await??;
+    for stage in reloader.pipeline().load().stages() {
         tracing::info!(stage = %stage.name, role = %stage.role, hash = %stage.hash.short(), load = ?stage.load_time, "stage loaded");
     }
     let llm = Arc::new(
@@ -54,21 +51,23 @@ pub async fn service<R: Replies>(
         Err(e) => tracing::warn!("Ollama check failed: {e}"),
     }
     let store = Store::open(&config.database())?;
-    Ok(ChatService::new(
+    let service = ChatService::new(
         config.chat.clone(),
         config.llm.clone(),
         llm,
-        Arc::new(pipeline),
+        reloader.pipeline(),
         store,
         replies,
-    ))
+    );
+    Ok((service, reloader))
 }
 
 /// Runs the Telegram bot until `shutdown`: stops polling, lets running answers finish
-/// within the grace period, and leaves the rest pending for the next start.
+/// within the grace period, and leaves the rest pending for the next start. Meanwhile the
+/// pipeline reloads when its files change, on SIGHUP and on `/reload`.
 pub async fn run_bot(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let bot = telegram::bot(&config.telegram);
-    let service = service(&config, TelegramReplies::new(bot.clone())).await?;
+    let (service, reloader) = service(&config, TelegramReplies::new(bot.clone())).await?;
     let Some(me) = telegram::identify(&bot, &shutdown).await? else {
         return Ok(());
     };
@@ -81,11 +80,20 @@ pub async fn run_bot(config: Config, shutdown: CancellationToken) -> anyhow::Res
         let (service, shutdown) = (service.clone(), shutdown.clone());
         async move { service.run_workers(shutdown).await }
     });
+    let tell_admins = {
+        let (bot, admins) = (bot.clone(), config.telegram.admin_users.clone());
+        move |text: String| {
+            let (bot, admins) = (bot.clone(), admins.clone());
+            async move { telegram::tell_admins(&bot, &admins, &text).await }
+        }
+    };
+    tokio::spawn(reloader.clone().watch(tell_admins, shutdown.clone()));
     telegram::poll(
         bot,
         me,
         service,
         Access::new(config.telegram),
+        reloader,
         shutdown.clone(),
     )
     .await;

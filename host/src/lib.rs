@@ -9,6 +9,7 @@
 //! - [`telegram`] — bot I/O: long polling, commands, paced streaming replies;
 //! - [`chat`] — the conversation service that joins them: queue, workers, history;
 //! - [`store`] — SQLite: history, per-chat settings, pending jobs;
+//! - [`reload`] — swapping guests while the bot runs (file watch, SIGHUP, `/reload`);
 //! - [`config`] — typed settings from the environment and `.env`;
 //! - [`app`] — assembles the bot; [`cli`] — the `pi-agent` command line.
 
@@ -19,5 +20,6 @@ pub mod config;
 pub mod llm;
 pub mod pipeline;
 pub mod prompt;
+pub mod reload;
 pub mod store;
 pub mod telegram;

@@ -46,6 +46,11 @@ impl Harness {
         }
     }
 
+    /// Uses the manifest at `path` instead of the default one for bots started from now on.
+    pub fn use_manifest(&mut self, path: PathBuf) {
+        self.manifest = path;
+    }
+
     /// Starts `pi-agent run` with the standard settings plus `extra` (which win).
     pub fn bot(&mut self, extra: &[(&str, &str)]) -> RunningBot {
         self.started += 1;
@@ -116,6 +121,15 @@ impl Harness {
         messages.into_iter().find(|m| predicate(m)).unwrap()
     }
 
+    /// Waits until the bot has started up and polls Telegram.
+    pub async fn wait_until_polling(&self) {
+        let polling = self
+            .telegram
+            .wait_for(|t| !t.calls("getUpdates").is_empty(), PATIENCE)
+            .await;
+        assert!(polling, "the bot did not start; log:\n{}", self.logs());
+    }
+
     /// Waits until the bot acknowledged every update pushed so far.
     pub async fn wait_until_acknowledged(&self) {
         let done = self
@@ -137,6 +151,10 @@ pub struct RunningBot {
 }
 
 impl RunningBot {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `kill -9`: no shutdown code runs.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -52,7 +52,9 @@ async fn a_streamed_reply_arrives_shaped_as_html() {
         .collect();
     assert_eq!(
         commands,
-        ["start", "help", "reset", "model", "status", "stop"]
+        [
+            "start", "help", "reset", "model", "status", "stop", "reload"
+        ]
     );
     // The prompt went through the persona guest: system prompt folded into the user turn.
     let request = &h.ollama.chat_requests()[0];

@@ -4,7 +4,9 @@
 //! `loop`, `alloc` (without bound), `panic`, `huge:<bytes>` (returns that much text),
 //! `read-file:<path>`, `read-env`, `print` (floods stdout), `log:<text>` (host log),
 //! `config:<key>` (answers with its config value), `reject:<reason>`, `reply:<text>`;
-//! anything else is echoed uppercased, so tests can see that it ran.
+//! anything else is echoed uppercased, so tests can see that it ran. The config key
+//! `always` names a command obeyed on every call instead (`always = "panic"`: a guest that
+//! fails from its very first call).
 
 use pi_agent_guest::{ChatContext, Formatter, Outcome, Prompt, Reply, Shaper};
 
@@ -58,12 +60,17 @@ fn obey(command: &str) -> Option<Outcome> {
     }
 }
 
+/// The command for this call: the `always` config, or the message itself.
+fn command(text: &str) -> String {
+    pi_agent_guest::config("always").unwrap_or_else(|| text.to_owned())
+}
+
 impl Formatter for Hostile {
     fn format(_ctx: ChatContext, mut prompt: Prompt) -> Outcome {
         let Some(last) = prompt.messages.last_mut() else {
             return Outcome::Prompt(prompt);
         };
-        if let Some(outcome) = obey(&last.content) {
+        if let Some(outcome) = obey(&command(&last.content)) {
             return outcome;
         }
         last.content = last.content.to_uppercase();
@@ -73,7 +80,7 @@ impl Formatter for Hostile {
 
 impl Shaper for Hostile {
     fn shape(_ctx: ChatContext, _prompt: Prompt, response: Reply, _done: bool) -> Reply {
-        match obey(&response.text) {
+        match obey(&command(&response.text)) {
             Some(Outcome::Reply(reply)) => reply,
             Some(Outcome::Reject(reason)) => Reply::plain(format!("rejected: {reason}")),
             Some(Outcome::Prompt(_)) | None => Reply {

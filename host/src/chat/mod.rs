@@ -16,13 +16,13 @@ pub use sink::{Replies, ReplySink};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ChatConfig, LlmConfig};
 use crate::llm::LlmBackend;
 use crate::pipeline::Pipeline;
+use crate::reload::SharedPipeline;
 use crate::store::{NewJob, Store, StoreError};
 use queue::Queue;
 
@@ -41,12 +41,13 @@ pub struct ChatService<R: Replies> {
     config: ChatConfig,
     llm_config: LlmConfig,
     llm: Arc<dyn LlmBackend>,
-    pipeline: ArcSwap<Pipeline>,
+    pipeline: SharedPipeline,
     store: Arc<Mutex<Store>>,
     replies: R,
     queue: Mutex<Queue>,
     job_ready: Notify,
     last_tokens_per_second: Mutex<Option<f64>>,
+    resets: Mutex<std::collections::HashMap<i64, u64>>,
     started: Instant,
     /// Parent of every running job's cancel token; cancelled when the grace period ends.
     interrupt_jobs: CancellationToken,
@@ -57,7 +58,7 @@ impl<R: Replies> ChatService<R> {
         config: ChatConfig,
         llm_config: LlmConfig,
         llm: Arc<dyn LlmBackend>,
-        pipeline: Arc<Pipeline>,
+        pipeline: SharedPipeline,
         store: Store,
         replies: R,
     ) -> Arc<Self> {
@@ -66,11 +67,12 @@ impl<R: Replies> ChatService<R> {
             config,
             llm_config,
             llm,
-            pipeline: ArcSwap::new(pipeline),
+            pipeline,
             store: Arc::new(Mutex::new(store)),
             replies,
             job_ready: Notify::new(),
             last_tokens_per_second: Mutex::new(None),
+            resets: Mutex::default(),
             started: Instant::now(),
             interrupt_jobs: CancellationToken::new(),
         })
@@ -115,7 +117,24 @@ impl<R: Replies> ChatService<R> {
 
     /// Forgets the chat's history.
     pub async fn reset(&self, chat_id: i64) -> Result<usize, StoreError> {
+        *self
+            .resets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(chat_id)
+            .or_default() += 1;
         self.db(move |store| store.clear_history(chat_id)).await
+    }
+
+    /// How often the chat was reset since the start: a job that sees this change while it
+    /// runs keeps its turn out of the (cleared) history.
+    fn resets(&self, chat_id: i64) -> u64 {
+        self.resets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&chat_id)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The chat's model: its own choice or the default.
@@ -147,11 +166,6 @@ impl<R: Replies> ChatService<R> {
     /// The pipeline new messages use.
     pub fn pipeline(&self) -> Arc<Pipeline> {
         self.pipeline.load_full()
-    }
-
-    /// Swaps in a new pipeline; messages already running finish on the old one.
-    pub fn replace_pipeline(&self, pipeline: Arc<Pipeline>) {
-        self.pipeline.store(pipeline);
     }
 
     pub fn status(&self) -> Status {

@@ -26,6 +26,15 @@ enum Ending {
     KeepPending,
 }
 
+impl Ending {
+    fn without_history(self) -> Self {
+        match self {
+            Self::Completed(_) => Self::Completed(None),
+            Self::KeepPending => Self::KeepPending,
+        }
+    }
+}
+
 pub async fn run<R: Replies>(service: Arc<ChatService<R>>, shutdown: CancellationToken) {
     loop {
         let ready = service.job_ready.notified();
@@ -44,7 +53,12 @@ pub async fn run<R: Replies>(service: Arc<ChatService<R>>, shutdown: Cancellatio
         let queue_wait = Duration::from_millis(unix_ms().saturating_sub(job.received_unix_ms));
         async {
             tracing::info!(?queue_wait, "answering");
-            let ending = service.answer(job, &cancel).await;
+            let resets_before = service.resets(chat_id);
+            let mut ending = service.answer(job, &cancel).await;
+            if service.resets(chat_id) != resets_before {
+                // `/reset` came while this was being answered: don't bring the turn back.
+                ending = ending.without_history();
+            }
             service.end(job_id, ending).await;
         }
         .instrument(span)

@@ -21,7 +21,7 @@ const TERMINAL_CHAT_ID: i64 = 0;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    let service = app::service(&config, TerminalReplies { done: done_tx }).await?;
+    let (service, _reloader) = app::service(&config, TerminalReplies { done: done_tx }).await?;
     let shutdown = CancellationToken::new();
     let workers = tokio::spawn({
         let (service, shutdown) = (service.clone(), shutdown.clone());

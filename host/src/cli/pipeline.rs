@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -10,7 +11,7 @@ use anyhow::Context as _;
 use super::PipelineCommand;
 use super::fixtures::{self, Run};
 use crate::config::PipelineConfig;
-use crate::pipeline::{CompileCache, CompileSource, FormatOutcome, GuestEngine, Pipeline};
+use crate::pipeline::{CompileSource, FormatOutcome, Pipeline};
 use crate::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role};
 
 pub fn run(
@@ -19,7 +20,7 @@ pub fn run(
     model: &str,
 ) -> anyhow::Result<ExitCode> {
     match command {
-        PipelineCommand::Check { manifest } => check(&load(&config, manifest)?),
+        PipelineCommand::Check { manifest } => check(&*load(&config, manifest)?),
         PipelineCommand::Run {
             manifest,
             message,
@@ -44,16 +45,8 @@ pub fn run(
     }
 }
 
-fn load(config: &PipelineConfig, manifest: Option<PathBuf>) -> anyhow::Result<Pipeline> {
-    let path = manifest.unwrap_or_else(|| config.manifest.clone());
-    let engine = GuestEngine::new().context("cannot start the WebAssembly engine")?;
-    let cache = CompileCache::new(config.cache_dir());
-    Ok(Pipeline::load_file(
-        engine,
-        &path,
-        &config.default_limits,
-        &cache,
-    )?)
+fn load(config: &PipelineConfig, manifest: Option<PathBuf>) -> anyhow::Result<Arc<Pipeline>> {
+    crate::app::load_pipeline(config, manifest)
 }
 
 /// One message through the pipeline, as the bot would run it, with `reply` standing in for

@@ -15,6 +15,7 @@ mod limits;
 mod manifest;
 mod sandbox;
 mod stage;
+mod watch;
 mod wit;
 
 use std::path::Path;
@@ -26,6 +27,7 @@ pub use error::{FailureKind, LoadError, StageError};
 pub use limits::{MAX_GUEST_MEMORY, StageLimits};
 pub use manifest::{Manifest, StageSpec};
 pub use stage::{Outcome, Role, StageInfo};
+pub use watch::PipelineWatch;
 
 use crate::prompt::{ChatContext, Prompt, Reply};
 use stage::Stage;

@@ -16,7 +16,7 @@ use super::limits::StageLimits;
 use super::manifest::StageSpec;
 use super::sandbox::StageState;
 use super::wit::v0_1_0::{self as v1, FormatterIndices, ShaperIndices};
-use crate::prompt::{ChatContext, Prompt, Reply};
+use crate::prompt::{ChatContext, ChatMessage, Prompt, Reply};
 
 /// What a stage does, detected from the component's exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,19 +158,29 @@ impl Stage {
         self.info.role
     }
 
-    /// Instantiates once and type-checks the exports, so a guest that traps in its start
-    /// code or exports the wrong signatures is refused at load time, not on a user's message.
+    /// Instantiates the guest and calls each of its exports once with a sample message, so
+    /// a guest that traps on start, exports the wrong signatures or fails on every call is
+    /// refused at load time, not on a user's message.
     fn smoke_test(&self, engine: &GuestEngine) -> Result<(), String> {
-        self.call(engine, |store, instance| {
-            if let Some(indices) = &self.formatter {
-                indices.load(&mut *store, instance)?;
-            }
-            if let Some(indices) = &self.shaper {
-                indices.load(&mut *store, instance)?;
-            }
-            Ok(())
-        })
-        .map_err(|e| e.kind.to_string())
+        let ctx = ChatContext::default();
+        let prompt = Prompt {
+            model: "smoke-test".into(),
+            messages: vec![ChatMessage::new(
+                crate::prompt::Role::User,
+                "Hello! (pi-agent smoke test)",
+            )],
+            options: Default::default(),
+        };
+        if self.formatter.is_some() {
+            self.format(engine, &ctx, &prompt)
+                .map_err(|e| e.kind.to_string())?;
+        }
+        if self.shaper.is_some() {
+            let reply = Reply::plain("Hi! **This** is a `smoke test`.");
+            self.shape(engine, &ctx, &prompt, &reply, true)
+                .map_err(|e| e.kind.to_string())?;
+        }
+        Ok(())
     }
 
     /// Runs the formatter export. Panics if the stage is not a formatter (the pipeline only

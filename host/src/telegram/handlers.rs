@@ -14,6 +14,7 @@ use super::reply::TelegramReplies;
 use crate::chat::{Accepted, ChatService};
 use crate::config::TelegramConfig;
 use crate::prompt::ChatContext;
+use crate::reload::Reloader;
 use crate::store::NewJob;
 
 pub type Service = Arc<ChatService<TelegramReplies>>;
@@ -41,6 +42,8 @@ pub enum Command {
     Status,
     #[command(description = "stop the answer being written")]
     Stop,
+    #[command(description = "reload the guest pipeline now (admins)")]
+    Reload,
 }
 
 /// Who may do what, and strangers recently told their id.
@@ -146,6 +149,7 @@ async fn command(
     command: Command,
     service: Service,
     access: Arc<Access>,
+    reloader: Arc<Reloader>,
 ) -> anyhow::Result<()> {
     let chat_id = message.chat.id.0;
     let text = match command {
@@ -155,10 +159,14 @@ async fn command(
             "Done — I've forgotten this chat's history.".to_owned()
         }
         Command::Model(name) => model_command(&service, chat_id, name.trim()).await?,
-        Command::Status if !access.is_admin(&message) => {
-            "/status is for the bot's admins.".to_owned()
+        Command::Status | Command::Reload if !access.is_admin(&message) => {
+            "That command is for the bot's admins.".to_owned()
         }
         Command::Status => status_text(&service).await,
+        Command::Reload => match reloader.reload("/reload").await {
+            Ok(report) => format!("✅ {report}"),
+            Err(e) => format!("⚠️ Reload failed; the old pipeline keeps serving.\n{e}"),
+        },
         Command::Stop if service.stop(chat_id) => return Ok(()), // the reply ends with "Stopped."
         Command::Stop => "Nothing to stop.".to_owned(),
     };
@@ -233,7 +241,16 @@ async fn status_text(service: &Service) -> String {
     let pipeline = service.pipeline();
     let stages: Vec<String> = pipeline
         .stages()
-        .map(|s| format!("{} ({}, {})", s.name, s.role, s.hash.short()))
+        .map(|s| {
+            let age = s.loaded_at.elapsed().unwrap_or_default();
+            format!(
+                "{} ({}, {}, loaded {} ago)",
+                s.name,
+                s.role,
+                s.hash.short(),
+                human_duration(age)
+            )
+        })
         .collect();
     let _ = writeln!(
         text,

@@ -22,6 +22,7 @@ use teloxide::{ApiError, RequestError};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::TelegramConfig;
+use crate::reload::Reloader;
 use handlers::Service;
 
 /// Long-poll timeout: Telegram holds `getUpdates` open this long when there is nothing new.
@@ -88,12 +89,26 @@ pub async fn register_commands(bot: &Bot) {
     }
 }
 
+/// Sends `text` to every admin (in their private chat with the bot).
+pub async fn tell_admins(bot: &Bot, admins: &std::collections::BTreeSet<i64>, text: &str) {
+    for &admin in admins {
+        if let Err(e) = bot.send_message(ChatId(admin), text).await {
+            tracing::warn!(
+                admin,
+                "cannot message an admin: {}",
+                redact(&e.to_string(), bot)
+            );
+        }
+    }
+}
+
 /// Polls for updates and handles them in order until `shutdown`.
 pub async fn poll(
     bot: Bot,
     me: Me,
     service: Service,
     access: Arc<Access>,
+    reloader: Arc<Reloader>,
     shutdown: CancellationToken,
 ) {
     let schema = handlers::schema();
@@ -144,7 +159,8 @@ pub async fn poll(
                 bot.clone(),
                 me.clone(),
                 service.clone(),
-                access.clone()
+                access.clone(),
+                reloader.clone()
             ];
             if let ControlFlow::Break(Err(e)) = schema.dispatch(deps).await {
                 // Not acknowledged: Telegram delivers it again with the next poll.
