@@ -195,30 +195,15 @@ impl<R: Replies> ChatService<R> {
                         Ok(shaped) => deliver(sink, &shaped, Some((job.text.clone(), text))).await,
                     };
                 }
-                Some(Err(e)) => {
-                    tracing::warn!("generation failed: {e}");
+                Some(Err(_)) | None => {
+                    let error = match event {
+                        Some(Err(e)) => e,
+                        _ => LlmError::Protocol("the answer ended early".into()),
+                    };
+                    tracing::warn!("generation failed: {error}");
+                    let notice = llm_failure_text(&error);
                     return self
-                        .partial_then_notice(
-                            sink,
-                            pipeline,
-                            job,
-                            &prompt,
-                            text,
-                            &llm_failure_text(&e),
-                        )
-                        .await;
-                }
-                None => {
-                    let e = LlmError::Protocol("the answer ended early".into());
-                    return self
-                        .partial_then_notice(
-                            sink,
-                            pipeline,
-                            job,
-                            &prompt,
-                            text,
-                            &llm_failure_text(&e),
-                        )
+                        .partial_then_notice(sink, pipeline, job, &prompt, text, &notice)
                         .await;
                 }
             }
