@@ -63,7 +63,7 @@ impl<R: Replies> ChatService<R> {
         replies: R,
     ) -> Arc<Self> {
         Arc::new(Self {
-            queue: Mutex::new(Queue::new(config.queue_capacity)),
+            queue: Mutex::new(Queue::new(config.queue_capacity, config.llm_concurrency)),
             config,
             llm_config,
             llm,

@@ -10,7 +10,7 @@ use crate::store::PendingJob;
 /// What happened to an accepted message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Accepted {
-    /// Queued with `ahead` jobs before it (waiting or running).
+    /// Queued; `ahead` jobs must finish before a worker is free for it (0: it starts now).
     Queued { ahead: usize },
     /// Already accepted earlier (Telegram delivered the update again); nothing to do.
     Duplicate,
@@ -20,15 +20,17 @@ pub enum Accepted {
 
 pub struct Queue {
     capacity: usize,
+    workers: usize,
     waiting: VecDeque<PendingJob>,
     /// Chats with a job in progress, and how to cancel it.
     running: HashMap<i64, CancellationToken>,
 }
 
 impl Queue {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, workers: usize) -> Self {
         Self {
             capacity,
+            workers,
             waiting: VecDeque::new(),
             running: HashMap::new(),
         }
@@ -39,9 +41,14 @@ impl Queue {
     }
 
     pub fn push(&mut self, job: PendingJob) -> Accepted {
+        let chat_busy = self.running.contains_key(&job.chat_id)
+            || self.waiting.iter().any(|j| j.chat_id == job.chat_id);
         self.waiting.push_back(job);
+        // Jobs that must end before a worker frees up for this one; a chat's own earlier
+        // message always goes first, free workers or not.
+        let busy = (self.waiting.len() - 1 + self.running.len() + 1).saturating_sub(self.workers);
         Accepted::Queued {
-            ahead: self.waiting.len() - 1 + self.running.len(),
+            ahead: if chat_busy { busy.max(1) } else { busy },
         }
     }
 
@@ -108,7 +115,7 @@ mod tests {
     #[test]
     fn one_job_per_chat_at_a_time_in_arrival_order() {
         let root = CancellationToken::new();
-        let mut q = Queue::new(10);
+        let mut q = Queue::new(10, 1);
         assert_eq!(q.push(job(1, 100)), Accepted::Queued { ahead: 0 });
         assert_eq!(q.push(job(2, 100)), Accepted::Queued { ahead: 1 });
         assert_eq!(q.push(job(3, 200)), Accepted::Queued { ahead: 2 });
@@ -121,8 +128,27 @@ mod tests {
     }
 
     #[test]
+    fn with_free_workers_nobody_is_told_to_wait_but_a_chat_keeps_its_order() {
+        let root = CancellationToken::new();
+        let mut q = Queue::new(10, 3);
+        assert_eq!(q.push(job(1, 1)), Accepted::Queued { ahead: 0 });
+        assert_eq!(q.push(job(2, 2)), Accepted::Queued { ahead: 0 });
+        q.take_next(&root);
+        assert_eq!(
+            q.push(job(3, 1)),
+            Accepted::Queued { ahead: 1 },
+            "chat 1 is busy"
+        );
+        assert_eq!(
+            q.push(job(4, 4)),
+            Accepted::Queued { ahead: 1 },
+            "three workers, four jobs"
+        );
+    }
+
+    #[test]
     fn capacity_counts_waiting_jobs_and_recovery_is_exempt() {
-        let mut q = Queue::new(1);
+        let mut q = Queue::new(1, 1);
         q.push(job(1, 1));
         assert!(q.is_full());
         q.push_recovered(job(2, 2));
@@ -133,7 +159,7 @@ mod tests {
     #[test]
     fn cancelling_reaches_the_running_job_and_shutdown_reaches_all() {
         let root = CancellationToken::new();
-        let mut q = Queue::new(10);
+        let mut q = Queue::new(10, 1);
         q.push(job(1, 1));
         q.push(job(2, 2));
         let (_, first) = q.take_next(&root).unwrap();
