@@ -189,16 +189,26 @@ check-docker: (dist "x86_64")
         if [ -n "$fakes_pid" ]; then kill "$fakes_pid" 2>/dev/null || true; fi
         kill "$dockerd_pid" 2>/dev/null || true
         wait "$dockerd_pid" 2>/dev/null || true
-        rm -rf "$work"
+        # dockerd leaves its network namespace mounted under its exec root.
+        findmnt -rn -o TARGET | grep "^$work/" | sort -r | xargs -r -n1 umount 2>/dev/null || true
+        rm -rf "$work" || echo "could not remove $work" >&2
         exit "$status"
     }
     trap cleanup EXIT
     for _ in $(seq 60); do docker version >/dev/null 2>&1 && break; sleep 0.5; done
-    docker version --format 'dockerd {{{{.Server.Version}}' 
+    docker version --format 'dockerd {{{{.Server.Version}}'
     echo "== image"
     DOCKER_BUILDKIT=1 "${docker[@]}" build --quiet --platform linux/amd64 -t pi-agent:check . >/dev/null
-    docker image inspect pi-agent:check --format '{{{{.Os}}/{{{{.Architecture}}  {{{{.Size}} bytes' |
-        awk '{ printf "pi-agent:check  %s  %s bytes (%.1f MB)\n", $1, $2, $2 / 1e6 }'
+    size() {
+        docker image inspect "$1" --format '{{{{.Os}}/{{{{.Architecture}}  {{{{.Size}}' |
+            awk -v tag="$1" -v note="$2" '{ printf "%-22s %s  %s bytes (%.1f MB)%s\n", tag, $1, $2, $2 / 1e6, note }'
+    }
+    size pi-agent:check ""
+    # The Pi's image too, if dist/aarch64 is there: FROM scratch needs no emulation to build.
+    if [ -x dist/aarch64/pi-agent ]; then
+        DOCKER_BUILDKIT=1 "${docker[@]}" build --quiet --platform linux/arm64 -t pi-agent:check-arm64 . >/dev/null
+        size pi-agent:check-arm64 "  (built, not run here)"
+    fi
     echo "== docker compose up, against the fakes"
     target/debug/examples/fakes "$work/bot.env" --timeout 120 --linger 600 > "$work/fakes.log" 2>&1 &
     fakes_pid=$!
@@ -211,7 +221,8 @@ check-docker: (dist "x86_64")
     done
     cat "$work/fakes.log"
     grep -q '^ok:' "$work/fakes.log" || { echo "FAILED: the bot in the container did not answer" >&2; exit 1; }
-    echo "== the healthcheck's command, in the container"
+    echo "== the healthcheck's command, and the full doctor, in the container"
+    "${compose[@]}" exec -T agent /usr/local/bin/pi-agent health
     "${compose[@]}" exec -T agent /usr/local/bin/pi-agent doctor
     docker stats --no-stream --format 'memory: {{{{.MemUsage}}' "$("${compose[@]}" ps -q agent)"
     echo "ok: the image answered one message through docker compose"

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::chat::{ChatService, Replies};
 use crate::config::{Config, PipelineConfig};
+use crate::health::Heartbeat;
 use crate::llm::{LlmBackend, OllamaClient};
 use crate::pipeline::Pipeline;
 use crate::reload::Reloader;
@@ -94,6 +95,7 @@ pub async fn run_bot(config: Config, shutdown: CancellationToken) -> anyhow::Res
         service,
         Access::new(config.telegram),
         reloader,
+        Heartbeat::new(&config.pipeline.data_dir),
         shutdown.clone(),
     )
     .await;

@@ -11,12 +11,14 @@
 //! - [`store`] — SQLite: history, per-chat settings, pending jobs;
 //! - [`reload`] — swapping guests while the bot runs (file watch, SIGHUP, `/reload`);
 //! - [`config`] — typed settings from the environment and `.env`;
+//! - [`health`] — the polling loop's heartbeat, for container healthchecks;
 //! - [`app`] — assembles the bot; [`cli`] — the `pi-agent` command line.
 
 pub mod app;
 pub mod chat;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod llm;
 pub mod pipeline;
 pub mod prompt;

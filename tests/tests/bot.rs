@@ -358,6 +358,30 @@ async fn sigterm_exits_cleanly() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn health_reports_whether_the_polling_loop_runs() {
+    async fn health(h: &Harness) -> (bool, String) {
+        let output = tokio::process::Command::from(h.command("health", &[]))
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), text)
+    }
+    let mut h = harness().await;
+    let (healthy, text) = health(&h).await;
+    assert!(!healthy, "no bot has run yet: {text}");
+    assert!(text.contains("no heartbeat"), "{text}");
+
+    let _bot = h.bot(&[]);
+    h.telegram.push_message(FRIEND, FRIEND, "/help");
+    h.wait_for_message(FRIEND, |_| true).await;
+    let (healthy, text) = health(&h).await;
+    assert!(healthy, "{text}");
+    assert!(text.starts_with("ok: polling loop alive"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_token_never_reaches_the_log() {
     let mut h = harness().await;
     // Debug logging of every library, and a network error whose text carries the request URL.

@@ -33,6 +33,9 @@ enum Command {
     Chat,
     /// Check the configuration, pipeline, data directory, Ollama and Telegram token.
     Doctor,
+    /// Is a running bot's polling loop alive and reaching Telegram? For container
+    /// healthchecks: reads the heartbeat in DATA_DIR, touches no network. Exit 0 or 1.
+    Health,
     /// Load, run and test guest pipelines in the sandbox, without Telegram or Ollama.
     #[command(subcommand)]
     Pipeline(PipelineCommand),
@@ -79,6 +82,22 @@ pub fn main() -> ExitCode {
         Command::Doctor => {
             logging::init(log_format, token);
             return runtime().block_on(doctor::run(env));
+        }
+        Command::Health => {
+            let data_dir = env.path("DATA_DIR", "data");
+            if let Err(code) = finish_config(env) {
+                return code;
+            }
+            return match crate::health::check(&data_dir, std::time::SystemTime::now()) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(unhealthy) => {
+                    eprintln!("unhealthy: {unhealthy}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Command::Pipeline(command) => {
             let pipeline = PipelineConfig::from_env(&mut env);

@@ -314,26 +314,30 @@ async fn chat_message(bot: Bot, message: Message, me: Me, service: Service) -> a
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
     };
-    match service.accept(job).await? {
-        Accepted::Queued { ahead: 0 } | Accepted::Duplicate => Ok(()),
+    let notice = match service.accept(job).await? {
+        Accepted::Queued { ahead: 0 } | Accepted::Duplicate => return Ok(()),
         Accepted::Queued { ahead } => {
-            answer(
-                &bot,
-                &message,
-                format!("⏳ {ahead} message(s) ahead of yours — I'll answer as soon as I can."),
-            )
-            .await
+            format!("⏳ {ahead} message(s) ahead of yours — I'll answer as soon as I can.")
         }
         Accepted::QueueFull => {
-            answer(
-                &bot,
-                &message,
-                "I'm busy with too many messages right now. Please try again in a few minutes."
-                    .to_owned(),
-            )
-            .await
+            // Awaited: if the refusal cannot be sent, the update is not acknowledged and
+            // comes back — by then the queue may have room.
+            let refusal =
+                "I'm busy with too many messages right now. Please try again in a few minutes.";
+            return answer(&bot, &message, refusal.to_owned()).await;
         }
-    }
+    };
+    // Sent beside the polling loop, not in it: the message is already stored, and a slow
+    // Telegram round trip here would delay every update behind this one.
+    tokio::spawn(async move {
+        if let Err(e) = answer(&bot, &message, notice).await {
+            tracing::warn!(
+                chat_id = message.chat.id.0,
+                "cannot send a queue notice: {e}"
+            );
+        }
+    });
+    Ok(())
 }
 
 /// A short plain reply to `message`.

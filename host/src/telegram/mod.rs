@@ -22,6 +22,7 @@ use teloxide::{ApiError, RequestError};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::TelegramConfig;
+use crate::health::Heartbeat;
 use crate::reload::Reloader;
 use handlers::Service;
 
@@ -109,6 +110,7 @@ pub async fn poll(
     service: Service,
     access: Arc<Access>,
     reloader: Arc<Reloader>,
+    mut heartbeat: Heartbeat,
     shutdown: CancellationToken,
 ) {
     let schema = handlers::schema();
@@ -131,6 +133,7 @@ pub async fn poll(
             r = request.send() => r,
             () = shutdown.cancelled() => break,
         };
+        heartbeat.beat(result.is_ok());
         let updates = match result {
             Ok(updates) => {
                 failures = 0;
