@@ -57,7 +57,9 @@ pi-agent *args:
 test:
     cargo test
     just build-guests
-    cargo run -p pi-agent -- pipeline test
+    # The shipped fixtures against guests/dist, with the CLI binary `cargo test` just built
+    # (`cargo run -p pi-agent` would resolve other dependency features and rebuild them all).
+    target/debug/pi-agent-cli pipeline test
 
 # Type-check everything and check formatting
 check:

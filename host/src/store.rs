@@ -6,10 +6,13 @@
 //!
 //! Durability: the database runs in WAL mode with `synchronous=NORMAL`, which survives a
 //! process crash but may roll back the last commits if the Pi loses power. The writes that
-//! decide "nothing lost, nothing twice" — [`Store::enqueue`], [`Store::complete`] and
-//! [`Store::discard`] — are committed with `synchronous=FULL`, so the WAL is fsynced before
-//! they return (and with it every earlier commit). The service acknowledges a Telegram update
-//! (advances the offset) only after `enqueue` returned.
+//! decide "nothing lost, nothing twice" — [`Store::set_last_update_id`], [`Store::complete`]
+//! and [`Store::discard`] — are committed with `synchronous=FULL`: the WAL is fsynced before
+//! they return, and since the WAL is written in order, every earlier commit with it. That is
+//! a group commit for incoming messages: [`Store::enqueue`] does not fsync; the polling loop
+//! saves the offset of a whole `getUpdates` batch (one fsync) before it acknowledges the
+//! batch to Telegram. A power cut before that only makes Telegram deliver the batch again,
+//! and `enqueue` recognises what it already has.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -284,10 +287,11 @@ impl Store {
     // ---- pending jobs ----
 
     /// Queues `job` unless its `(chat_id, message_id)` is already pending or was answered.
-    /// Durable on return (see the module docs): only then acknowledge the Telegram update.
+    /// Not fsynced on its own: it becomes durable with the next [`Self::set_last_update_id`]
+    /// (see the module docs), and only then may the Telegram update be acknowledged.
     pub fn enqueue(&mut self, job: &NewJob) -> Result<Enqueued, StoreError> {
         let context_json = serde_json::to_string(&job.context)?;
-        self.durable_write(|tx| {
+        self.write(|tx| {
             if was_answered(tx, job.chat_id, job.message_id)? {
                 return Ok(Enqueued::Duplicate);
             }
@@ -381,14 +385,16 @@ impl Store {
             .optional()?)
     }
 
-    /// Not fsynced: losing it to a power cut only makes Telegram re-deliver updates, which
-    /// `enqueue` recognises.
+    /// Fsynced, and with it every earlier commit: the point after which the updates up to
+    /// `update_id` — and the jobs `enqueue` stored for them — survive a power cut.
     pub fn set_last_update_id(&mut self, update_id: i64) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            params![LAST_UPDATE_ID_KEY, update_id],
-        )?;
-        Ok(())
+        self.durable_write(|tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![LAST_UPDATE_ID_KEY, update_id],
+            )?;
+            Ok(())
+        })
     }
 
     // ---- stats ----

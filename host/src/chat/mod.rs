@@ -78,8 +78,8 @@ impl<R: Replies> ChatService<R> {
         })
     }
 
-    /// Accepts a user's message: stored durably first, then queued. Returns once it is safe
-    /// to acknowledge the update.
+    /// Accepts a user's message: stored first, then queued. Durable (and safe to
+    /// acknowledge) once the update offset is saved — see `Store`'s group commit.
     pub async fn accept(&self, job: NewJob) -> Result<Accepted, StoreError> {
         if self.lock_queue().is_full() {
             return Ok(Accepted::QueueFull);

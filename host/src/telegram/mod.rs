@@ -1,8 +1,9 @@
 //! Telegram: long polling (no open port), the dptree schema, and streaming replies.
 //!
 //! The polling loop is our own rather than teloxide's dispatcher so that an update is
-//! acknowledged (the next `getUpdates` offset) only after its handler returned — and a
-//! chat message's handler returns only once the message is stored durably.
+//! acknowledged (the next `getUpdates` offset) only after its handler returned — a chat
+//! message's handler returns once the message is stored — and the batch's offset has been
+//! saved with an fsync, which makes everything stored for the batch durable at once.
 
 mod handlers;
 mod reply;
@@ -155,6 +156,7 @@ pub async fn poll(
                 continue;
             }
         };
+        let (previous_offset, mut handled) = (offset, None);
         for update in updates {
             let id = update.id.0;
             let deps = dptree::deps![
@@ -177,9 +179,19 @@ pub async fn poll(
                 break;
             }
             offset = id as i32 + 1;
-            if let Err(e) = service.set_update_offset(i64::from(id)).await {
-                tracing::warn!("cannot save the update offset: {e}");
-            }
+            handled = Some(id);
+        }
+        // One fsync for the whole batch, before the next getUpdates acknowledges it: it
+        // makes every message stored above durable (see `store`'s group commit).
+        if let Some(id) = handled
+            && let Err(e) = service.set_update_offset(i64::from(id)).await
+        {
+            // Not acknowledged then: Telegram delivers the batch again, and what was
+            // stored is recognised as a duplicate.
+            tracing::error!("cannot save the update offset: {e}");
+            offset = previous_offset;
+            failures += 1;
+            tokio::time::sleep(backoff(failures)).await;
         }
     }
     // Confirm what was handled, so a restart does not see those updates again.
