@@ -53,13 +53,11 @@ _env:
 pi-agent *args:
     cargo run -p pi-agent -- {{args}}
 
-# Run every test: unit, integration (hostile guests, limits, CLI) and the guest fixtures
+# Run every test: unit, integration (hostile guests, limits, CLI, the bot end to end) and
+# the shipped guest fixtures (tests/tests/cli.rs runs `pipeline test` on them, with the
+# guests built exactly as `just build-guests` builds them)
 test:
     cargo test
-    just build-guests
-    # The shipped fixtures against guests/dist, with the CLI binary `cargo test` just built
-    # (`cargo run -p pi-agent` would resolve other dependency features and rebuild them all).
-    target/debug/pi-agent-cli pipeline test
 
 # Type-check everything and check formatting
 check:

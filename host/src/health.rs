@@ -35,7 +35,7 @@ impl Heartbeat {
     /// Records one turn of the polling loop; `reached_telegram` if its `getUpdates` worked.
     /// Best effort: a full disk must not stop the bot, and the check will then say so.
     pub fn beat(&mut self, reached_telegram: bool) {
-        let now = unix_now();
+        let now = unix_secs(SystemTime::now());
         if reached_telegram {
             self.last_success = Some(now);
         }
@@ -88,7 +88,7 @@ pub fn check(data_dir: &Path, now: SystemTime) -> Result<String, Unhealthy> {
     let [last_beat, last_success] = numbers[..] else {
         return Err(Unhealthy::Unreadable(shown, "expected two numbers".into()));
     };
-    let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = unix_secs(now);
     let since_beat = now.saturating_sub(last_beat);
     if since_beat > STUCK_AFTER.as_secs() {
         return Err(Unhealthy::Stuck(since_beat));
@@ -105,10 +105,8 @@ pub fn check(data_dir: &Path, now: SystemTime) -> Result<String, Unhealthy> {
     ))
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+fn unix_secs(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -460,62 +460,50 @@ fn report(
     println!(
         "\npi-agent bot benchmark: release `pi-agent run` (default pipeline) vs fake Telegram + fake Ollama on loopback, {cpus} CPUs"
     );
-    let each = |f: &dyn Fn(&(Memory, Duration)) -> String| {
-        idle.iter().map(f).collect::<Vec<_>>().join(", ")
+    // One row: a label, the median of the figures, then each figure.
+    let row = |label: &str, figures: &[String], median: String, note: &str| {
+        println!("{label:<64} {median:>12}   [{}]{note}", figures.join(", "));
+    };
+    let memory_row = |label: &str, kb: Vec<u64>, note: &str| {
+        let figures: Vec<String> = kb.iter().map(|&k| mb(k)).collect();
+        row(label, &figures, mb(median(kb)), note);
     };
     println!("{:<64} {:>12}   each", "memory", "median");
-    println!(
-        "{:<64} {:>12}   [{}]   target ≤ 20 MB",
-        format!("idle RSS (VmRSS 2 s after first getUpdates), {IDLE_BOTS} fresh bots"),
-        mb(median(idle.iter().map(|(m, _)| m.rss_kb))),
-        each(&|(m, _)| mb(m.rss_kb)),
+    memory_row(
+        &format!("idle RSS (VmRSS 2 s after first getUpdates), {IDLE_BOTS} fresh bots"),
+        idle.iter().map(|(m, _)| m.rss_kb).collect(),
+        "   target ≤ 20 MB",
     );
-    println!(
-        "{:<64} {:>12}   [{}]",
+    memory_row(
         "idle VmHWM (peak since start, pipeline load included)",
-        mb(median(idle.iter().map(|(m, _)| m.hwm_kb))),
-        each(&|(m, _)| mb(m.hwm_kb)),
+        idle.iter().map(|(m, _)| m.hwm_kb).collect(),
+        "",
     );
-    println!(
-        "{:<64} {:>12}   [{}]",
+    let starts: Vec<f64> = idle.iter().map(|(_, d)| ms(*d)).collect();
+    row(
         "start → first getUpdates (1st compiles guests, then cache)",
-        format!("{:.0} ms", median(idle.iter().map(|(_, d)| ms(*d)))),
-        each(&|(_, d)| format!("{:.0} ms", ms(*d))),
+        &starts
+            .iter()
+            .map(|t| format!("{t:.0} ms"))
+            .collect::<Vec<_>>(),
+        format!("{:.0} ms", median(starts.iter().copied())),
+        "",
     );
     let peak_label = if hwm_reset_works {
         "peak RSS during a burst (VmHWM, reset before each round)"
     } else {
         "peak RSS during a burst (VmRSS sampled every 5 ms)"
     };
-    println!(
-        "{:<64} {:>12}   [{}]",
-        peak_label,
-        mb(median(rounds.iter().map(|r| r.peak_kb))),
-        rounds
-            .iter()
-            .map(|r| mb(r.peak_kb))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
-    println!(
-        "{:<64} {:>12}   [{}]",
+    memory_row(peak_label, rounds.iter().map(|r| r.peak_kb).collect(), "");
+    memory_row(
         "  cross-check: VmRSS sampled every 5 ms, max",
-        mb(median(rounds.iter().map(|r| r.sampled_peak_kb))),
-        rounds
-            .iter()
-            .map(|r| mb(r.sampled_peak_kb))
-            .collect::<Vec<_>>()
-            .join(", "),
+        rounds.iter().map(|r| r.sampled_peak_kb).collect(),
+        "",
     );
-    println!(
-        "{:<64} {:>12}   [{}]",
+    memory_row(
         "RSS 1 s after a burst (VmRSS)",
-        mb(median(rounds.iter().map(|r| r.after_kb))),
-        rounds
-            .iter()
-            .map(|r| mb(r.after_kb))
-            .collect::<Vec<_>>()
-            .join(", "),
+        rounds.iter().map(|r| r.after_kb).collect(),
+        "",
     );
 
     let n = rounds.len() * CHATS as usize;

@@ -46,7 +46,7 @@ impl Queue {
         self.waiting.push_back(job);
         // Jobs that must end before a worker frees up for this one; a chat's own earlier
         // message always goes first, free workers or not.
-        let busy = (self.waiting.len() - 1 + self.running.len() + 1).saturating_sub(self.workers);
+        let busy = (self.waiting.len() + self.running.len()).saturating_sub(self.workers);
         Accepted::Queued {
             ahead: if chat_busy { busy.max(1) } else { busy },
         }

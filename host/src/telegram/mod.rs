@@ -156,7 +156,7 @@ pub async fn poll(
                 continue;
             }
         };
-        let (previous_offset, mut handled) = (offset, None);
+        let previous_offset = offset;
         for update in updates {
             let id = update.id.0;
             let deps = dptree::deps![
@@ -179,12 +179,11 @@ pub async fn poll(
                 break;
             }
             offset = id as i32 + 1;
-            handled = Some(id);
         }
         // One fsync for the whole batch, before the next getUpdates acknowledges it: it
         // makes every message stored above durable (see `store`'s group commit).
-        if let Some(id) = handled
-            && let Err(e) = service.set_update_offset(i64::from(id)).await
+        if offset != previous_offset
+            && let Err(e) = service.set_update_offset(i64::from(offset - 1)).await
         {
             // Not acknowledged then: Telegram delivers the batch again, and what was
             // stored is recognised as a duplicate.
