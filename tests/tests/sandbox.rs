@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pi_agent::pipeline::{FailureKind, FormatOutcome, Pipeline, StageError};
+use pi_agent::pipeline::{CALL_SLOTS, FailureKind, FormatOutcome, Pipeline, StageError};
 use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role, TextFormat};
 use pi_agent_tests::{Scratch, guests, load};
 
@@ -68,6 +68,27 @@ fn an_endless_loop_times_out() {
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
+    );
+}
+
+#[test]
+fn more_calls_at_once_than_pool_slots_wait_for_one_and_keep_their_own_deadline() {
+    let scratch = Scratch::default();
+    let pipeline = hostile(&scratch, "timeout_ms = 100");
+    let callers = CALL_SLOTS as usize * 5 / 2;
+    let failures: Vec<FailureKind> = std::thread::scope(|scope| {
+        let calls: Vec<_> = (0..callers)
+            .map(|_| scope.spawn(|| format(&pipeline, "loop").expect_err("loop").kind))
+            .collect();
+        calls.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    // Every call got an instance (none failed on a full pool) and timed out on its own
+    // deadline, counted from when it got its slot.
+    assert!(
+        failures
+            .iter()
+            .all(|k| *k == FailureKind::Timeout(Duration::from_millis(100))),
+        "{failures:?}"
     );
 }
 

@@ -1,7 +1,7 @@
 //! The one shared wasmtime `Engine`, its epoch ticker, and the `Linker` every stage uses.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -16,9 +16,10 @@ use super::sandbox::{self, StageState};
 /// nothing measurable on a Pi.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Guest calls in flight at once (each instantiates its stage). Far above what a Pi runs
-/// (one generation at a time, a few shaper calls); past it, a call fails cleanly.
-const MAX_CONCURRENT_CALLS: u32 = 100;
+/// Guest calls in flight at once, each with its own instance from the pool. More callers
+/// (the bot runs `LLM_CONCURRENCY` workers, plus reloads and the CLI) wait for a free slot,
+/// which takes a guest call's time: about a tenth of a millisecond.
+pub const CALL_SLOTS: u32 = 16;
 /// Bytes of a memory (or table) slot kept mapped when its instance is dropped, reset with
 /// `memset` rather than handed back to the kernel. Every message instantiates each stage
 /// afresh; without this, each instantiation page-faults its stack and heap in again and
@@ -27,14 +28,23 @@ const MAX_CONCURRENT_CALLS: u32 = 100;
 /// dirtied are reset. The price is RSS: up to this much per slot that has been used,
 /// and a Pi uses a handful (one answer at a time, two stages).
 const KEEP_RESIDENT: usize = 1 << 20;
-/// Guard pages after each memory slot; bounds are checked explicitly anyway, since the
-/// reservation is below 4 GiB.
-const MEMORY_GUARD: u64 = 2 << 20;
+/// Address space reserved for each guest memory: all of a 32-bit index space, so with the
+/// guard below every load and store is in bounds by construction and Cranelift emits no
+/// bounds check (nor the Spectre mask that goes with one). Measured: 12% less time per
+/// message than checked accesses in a 256 MiB reservation. The cap a guest may actually
+/// use is its stage's memory limit, enforced when it grows. CALL_SLOTS × (4 GiB + two
+/// 32 MiB guards) is 65 GiB of address space — pages never touched cost nothing, and it
+/// fits the Pi kernel's 39-bit (512 GiB) address space with room to spare.
+const MEMORY_RESERVATION: u64 = 1 << 32;
+/// Unmapped pages after (and before) each memory, covering any static offset a load adds
+/// to its 32-bit index.
+const MEMORY_GUARD: u64 = 32 << 20;
 
 /// An engine configured for guests, with the linker built once for all stages.
 pub struct GuestEngine {
     engine: Engine,
     linker: Linker<StageState>,
+    slots: CallSlots,
     _ticker: EpochTicker,
 }
 
@@ -45,18 +55,18 @@ impl GuestEngine {
         config.cranelift_opt_level(wasmtime::OptLevel::Speed);
         // Every message instantiates each stage afresh, so instantiation must be cheap: a
         // pool of pre-reserved slots makes it a few microseconds instead of an mmap/munmap
-        // round per memory. Wasmtime's *default* pool (1000 slots of 4 GiB + guards) would
-        // reserve terabytes of virtual memory, more than the Pi kernel's 39-bit (512 GiB)
-        // address space; this one is sized for the job: each memory slot reserves
-        // MAX_GUEST_MEMORY + guard, about 26 GiB for all slots together.
-        config.memory_reservation(MAX_GUEST_MEMORY as u64);
+        // round per memory. Wasmtime's *default* pool (1000 slots) would reserve terabytes
+        // of virtual memory, more than the Pi kernel's 39-bit address space; this one has
+        // CALL_SLOTS slots, and `call_slot` makes callers past them wait.
+        config.memory_reservation(MEMORY_RESERVATION);
         config.memory_guard_size(MEMORY_GUARD);
+        config.guard_before_linear_memory(true);
         config.memory_reservation_for_growth(0);
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(MAX_CONCURRENT_CALLS)
-            .total_core_instances(MAX_CONCURRENT_CALLS * 8)
-            .total_memories(MAX_CONCURRENT_CALLS)
-            .total_tables(MAX_CONCURRENT_CALLS * 8)
+        pool.total_component_instances(CALL_SLOTS)
+            .total_core_instances(CALL_SLOTS * 8)
+            .total_memories(CALL_SLOTS)
+            .total_tables(CALL_SLOTS * 8)
             .total_stacks(0)
             .max_tables_per_module(4)
             .max_memory_size(MAX_GUEST_MEMORY)
@@ -72,6 +82,7 @@ impl GuestEngine {
         Ok(Arc::new(Self {
             engine,
             linker,
+            slots: CallSlots::new(CALL_SLOTS),
             _ticker: ticker,
         }))
     }
@@ -82,6 +93,46 @@ impl GuestEngine {
 
     pub fn linker(&self) -> &Linker<StageState> {
         &self.linker
+    }
+
+    /// Waits for one of the pool's instance slots; hold it while the call's `Store` lives.
+    pub fn call_slot(&self) -> CallSlot<'_> {
+        self.slots.acquire()
+    }
+}
+
+/// Counts the pool's free instance slots, so a call past them waits instead of failing.
+struct CallSlots {
+    free: Mutex<u32>,
+    freed: Condvar,
+}
+
+impl CallSlots {
+    fn new(slots: u32) -> Self {
+        Self {
+            free: Mutex::new(slots),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> CallSlot<'_> {
+        let free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = self
+            .freed
+            .wait_while(free, |free| *free == 0)
+            .unwrap_or_else(|e| e.into_inner());
+        *free -= 1;
+        CallSlot(self)
+    }
+}
+
+/// One guest call's claim on an instance slot; gives it back when dropped.
+pub struct CallSlot<'a>(&'a CallSlots);
+
+impl Drop for CallSlot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.0.freed.notify_one();
     }
 }
 

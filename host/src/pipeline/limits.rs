@@ -31,9 +31,8 @@ impl StageLimits {
     }
 }
 
-/// The most memory any stage may be given (`memory_limit_mib`): each of the engine's
-/// memory slots reserves this much address space. A guest needing more than a quarter of a
-/// Pi's RAM would be a mistake anyway.
+/// The most memory any stage may be given (`memory_limit_mib`). A guest needing more than
+/// a quarter of a Pi's RAM would be a mistake.
 pub const MAX_GUEST_MEMORY: usize = 256 << 20;
 
 /// Table elements, instances, tables and memories: generous for any real guest (a Rust

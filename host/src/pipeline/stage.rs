@@ -253,6 +253,9 @@ impl Stage {
         f: impl FnOnce(&mut Store<StageState>, &Instance) -> wasmtime::Result<R>,
     ) -> Result<R, StageError> {
         let limits = &self.info.limits;
+        // Declared before the store, so dropped after it: the instance goes back to the
+        // pool before the slot is handed to the next caller.
+        let _slot = engine.call_slot();
         let mut store = Store::new(
             engine.engine(),
             StageState::new(self.name.clone(), self.config.clone(), limits),
