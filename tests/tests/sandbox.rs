@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pi_agent::pipeline::{CALL_SLOTS, FailureKind, FormatOutcome, Pipeline, StageError};
+use pi_agent::pipeline::{FailureKind, FormatOutcome, MEMORY_SLOTS, Pipeline, StageError};
 use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role, TextFormat};
 use pi_agent_tests::{Scratch, guests, load};
 
@@ -75,7 +75,8 @@ fn an_endless_loop_times_out() {
 fn more_calls_at_once_than_pool_slots_wait_for_one_and_keep_their_own_deadline() {
     let scratch = Scratch::default();
     let pipeline = hostile(&scratch, "timeout_ms = 100");
-    let callers = CALL_SLOTS as usize * 5 / 2;
+    // The hostile guest has one memory: each call takes one slot.
+    let callers = MEMORY_SLOTS as usize * 5 / 2;
     let failures: Vec<FailureKind> = std::thread::scope(|scope| {
         let calls: Vec<_> = (0..callers)
             .map(|_| scope.spawn(|| format(&pipeline, "loop").expect_err("loop").kind))

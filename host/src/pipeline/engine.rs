@@ -8,7 +8,9 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::limits::{MAX_GUEST_MEMORY, MAX_TABLE_ELEMENTS};
+use super::limits::{
+    MAX_GUEST_MEMORY, MAX_INSTANCES, MAX_MEMORIES, MAX_TABLE_ELEMENTS, MAX_TABLES,
+};
 use super::sandbox::{self, StageState};
 
 /// How often the epoch advances. A stage's CPU deadline is rounded up to whole ticks, so
@@ -16,10 +18,13 @@ use super::sandbox::{self, StageState};
 /// nothing measurable on a Pi.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Guest calls in flight at once, each with its own instance from the pool. More callers
-/// (the bot runs `LLM_CONCURRENCY` workers, plus reloads and the CLI) wait for a free slot,
-/// which takes a guest call's time: about a tenth of a millisecond.
-pub const CALL_SLOTS: u32 = 16;
+/// Guest memories alive at once: the pool's scarce resource, as each reserves 4 GiB of
+/// address space (below). A call holds as many as its guest has, one for a Rust guest;
+/// callers past them (the bot runs `LLM_CONCURRENCY` workers, plus reloads and the CLI)
+/// wait for free ones, which takes a guest call's time: about a tenth of a millisecond.
+pub const MEMORY_SLOTS: u32 = 16;
+// A guest is never given more memories than there are slots, so no caller waits forever.
+const _: () = assert!(MAX_MEMORIES as u32 <= MEMORY_SLOTS);
 /// Bytes of a memory (or table) slot kept mapped when its instance is dropped, reset with
 /// `memset` rather than handed back to the kernel. Every message instantiates each stage
 /// afresh; without this, each instantiation page-faults its stack and heap in again and
@@ -32,7 +37,7 @@ const KEEP_RESIDENT: usize = 1 << 20;
 /// guard below every load and store is in bounds by construction and Cranelift emits no
 /// bounds check (nor the Spectre mask that goes with one). Measured: 12% less time per
 /// message than checked accesses in a 256 MiB reservation. The cap a guest may actually
-/// use is its stage's memory limit, enforced when it grows. CALL_SLOTS × (4 GiB + two
+/// use is its stage's memory limit, enforced when it grows. MEMORY_SLOTS × (4 GiB + two
 /// 32 MiB guards) is 65 GiB of address space — pages never touched cost nothing, and it
 /// fits the Pi kernel's 39-bit (512 GiB) address space with room to spare.
 const MEMORY_RESERVATION: u64 = 1 << 32;
@@ -44,7 +49,7 @@ const MEMORY_GUARD: u64 = 32 << 20;
 pub struct GuestEngine {
     engine: Engine,
     linker: Linker<StageState>,
-    slots: CallSlots,
+    slots: MemorySlots,
     _ticker: EpochTicker,
 }
 
@@ -57,16 +62,19 @@ impl GuestEngine {
         // pool of pre-reserved slots makes it a few microseconds instead of an mmap/munmap
         // round per memory. Wasmtime's *default* pool (1000 slots) would reserve terabytes
         // of virtual memory, more than the Pi kernel's 39-bit address space; this one has
-        // CALL_SLOTS slots, and `call_slot` makes callers past them wait.
+        // MEMORY_SLOTS memories, and `memory_slots` makes callers past them wait. Every call
+        // holds at least one, so the other pools are sized for that many calls each using
+        // the most a store may have (see `limits`): a call that got its memory slots never
+        // finds another pool full.
         config.memory_reservation(MEMORY_RESERVATION);
         config.memory_guard_size(MEMORY_GUARD);
         config.guard_before_linear_memory(true);
         config.memory_reservation_for_growth(0);
         let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(CALL_SLOTS)
-            .total_core_instances(CALL_SLOTS * 8)
-            .total_memories(CALL_SLOTS)
-            .total_tables(CALL_SLOTS * 8)
+        pool.total_component_instances(MEMORY_SLOTS)
+            .total_core_instances(MEMORY_SLOTS * MAX_INSTANCES as u32)
+            .total_memories(MEMORY_SLOTS)
+            .total_tables(MEMORY_SLOTS * MAX_TABLES as u32)
             .total_stacks(0)
             .max_tables_per_module(4)
             .max_memory_size(MAX_GUEST_MEMORY)
@@ -82,7 +90,7 @@ impl GuestEngine {
         Ok(Arc::new(Self {
             engine,
             linker,
-            slots: CallSlots::new(CALL_SLOTS),
+            slots: MemorySlots::new(MEMORY_SLOTS),
             _ticker: ticker,
         }))
     }
@@ -95,19 +103,20 @@ impl GuestEngine {
         &self.linker
     }
 
-    /// Waits for one of the pool's instance slots; hold it while the call's `Store` lives.
-    pub fn call_slot(&self) -> CallSlot<'_> {
-        self.slots.acquire()
+    /// Waits until `count` of the pool's memory slots are free and claims them; hold the
+    /// claim while the call's `Store` lives.
+    pub fn memory_slots(&self, count: u32) -> MemoryClaim<'_> {
+        self.slots.claim(count)
     }
 }
 
-/// Counts the pool's free instance slots, so a call past them waits instead of failing.
-struct CallSlots {
+/// Counts the pool's free memory slots, so a call past them waits instead of failing.
+struct MemorySlots {
     free: Mutex<u32>,
     freed: Condvar,
 }
 
-impl CallSlots {
+impl MemorySlots {
     fn new(slots: u32) -> Self {
         Self {
             free: Mutex::new(slots),
@@ -115,24 +124,28 @@ impl CallSlots {
         }
     }
 
-    fn acquire(&self) -> CallSlot<'_> {
+    fn claim(&self, count: u32) -> MemoryClaim<'_> {
         let free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         let mut free = self
             .freed
-            .wait_while(free, |free| *free == 0)
+            .wait_while(free, |free| *free < count)
             .unwrap_or_else(|e| e.into_inner());
-        *free -= 1;
-        CallSlot(self)
+        *free -= count;
+        MemoryClaim { slots: self, count }
     }
 }
 
-/// One guest call's claim on an instance slot; gives it back when dropped.
-pub struct CallSlot<'a>(&'a CallSlots);
+/// One call's memory slots; given back when dropped.
+pub struct MemoryClaim<'a> {
+    slots: &'a MemorySlots,
+    count: u32,
+}
 
-impl Drop for CallSlot<'_> {
+impl Drop for MemoryClaim<'_> {
     fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        self.0.freed.notify_one();
+        *self.slots.free.lock().unwrap_or_else(|e| e.into_inner()) += self.count;
+        // Waiters may need different counts: let each check.
+        self.slots.freed.notify_all();
     }
 }
 

@@ -39,9 +39,9 @@ pub const MAX_GUEST_MEMORY: usize = 256 << 20;
 /// component has a handful of core instances), small enough that no guest can use them to
 /// exhaust the host.
 pub const MAX_TABLE_ELEMENTS: usize = 20_000;
-const MAX_INSTANCES: usize = 32;
-const MAX_TABLES: usize = 32;
-const MAX_MEMORIES: usize = 8;
+pub(super) const MAX_INSTANCES: usize = 32;
+pub(super) const MAX_TABLES: usize = 32;
+pub(super) const MAX_MEMORIES: usize = 8;
 
 /// A `StoreLimits` that remembers whether the guest ran into its memory cap, so a trap that
 /// follows (Rust guests abort when allocation fails) is reported as what it is.

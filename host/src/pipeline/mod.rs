@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use cache::{CompileCache, CompileSource, ContentHash};
-pub use engine::{CALL_SLOTS, GuestEngine};
+pub use engine::{GuestEngine, MEMORY_SLOTS};
 pub use error::{FailureKind, LoadError, StageError};
 pub use limits::{MAX_GUEST_MEMORY, StageLimits};
 pub use manifest::{Manifest, StageSpec};

@@ -12,7 +12,7 @@ use wasmtime::{Store, Trap};
 use super::cache::{CompileCache, CompileSource, ContentHash};
 use super::engine::{EPOCH_TICK, GuestEngine};
 use super::error::{FailureKind, LoadError, StageError};
-use super::limits::StageLimits;
+use super::limits::{MAX_MEMORIES, StageLimits};
 use super::manifest::StageSpec;
 use super::sandbox::StageState;
 use super::wit::v0_1_0::{self as v1, FormatterIndices, ShaperIndices};
@@ -73,6 +73,8 @@ pub struct Stage {
     name: Arc<str>,
     config: Arc<BTreeMap<String, String>>,
     pre: InstancePre<StageState>,
+    /// Pool memory slots one call holds: the memories the component defines.
+    memories_per_call: u32,
     formatter: Option<FormatterIndices>,
     shaper: Option<ShaperIndices>,
 }
@@ -108,6 +110,12 @@ impl Stage {
                 path: path.clone(),
                 message: format!("{e:#}"),
             })?;
+        // A component importing core modules has no static count; our linker refuses those.
+        // More memories than a store may have fail at instantiation (in the smoke test).
+        let memories_per_call = component
+            .resources_required()
+            .map_or(MAX_MEMORIES, |r| r.num_memories as usize)
+            .clamp(1, MAX_MEMORIES) as u32;
         let formatter = FormatterIndices::new(&pre).ok();
         let shaper = ShaperIndices::new(&pre).ok();
         let role = match (&formatter, &shaper) {
@@ -131,6 +139,7 @@ impl Stage {
             name: stage.as_str().into(),
             config: Arc::new(spec.config.clone()),
             pre,
+            memories_per_call,
             formatter,
             shaper,
         };
@@ -254,8 +263,8 @@ impl Stage {
     ) -> Result<R, StageError> {
         let limits = &self.info.limits;
         // Declared before the store, so dropped after it: the instance goes back to the
-        // pool before the slot is handed to the next caller.
-        let _slot = engine.call_slot();
+        // pool before its slots are handed to the next caller.
+        let _slots = engine.memory_slots(self.memories_per_call);
         let mut store = Store::new(
             engine.engine(),
             StageState::new(self.name.clone(), self.config.clone(), limits),
