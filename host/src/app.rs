@@ -18,7 +18,7 @@ use crate::telegram::{self, Access, TelegramReplies};
 
 /// Loads the pipeline named by `manifest` (or the configured one), compiling through the
 /// on-disk cache.
-pub fn load_pipeline(
+pub async fn load_pipeline(
     config: &PipelineConfig,
     manifest: Option<PathBuf>,
 ) -> anyhow::Result<Arc<Pipeline>> {
@@ -26,7 +26,7 @@ pub fn load_pipeline(
     if let Some(manifest) = manifest {
         config.manifest = manifest;
     }
-    Ok(Reloader::start(config)?.pipeline().load_full())
+    Ok(Reloader::start(config).await?.pipeline().load_full())
 }
 
 /// Everything but the Telegram side — the (reloadable) pipeline, Ollama, the store and the
@@ -35,8 +35,7 @@ pub async fn service<R: Replies>(
     config: &Config,
     replies: R,
 ) -> anyhow::Result<(Arc<ChatService<R>>, Arc<Reloader>)> {
-    let pipeline_config = config.pipeline.clone();
-    let reloader = tokio::task::spawn_blocking(move || Reloader::start(pipeline_config)).await??;
+    let reloader = Reloader::start(config.pipeline.clone()).await?;
     for stage in reloader.pipeline().load().stages() {
         tracing::info!(stage = %stage.name, role = %stage.role, hash = %stage.hash.short(), load = ?stage.load_time, "stage loaded");
     }
@@ -68,7 +67,8 @@ pub async fn service<R: Replies>(
 /// pipeline reloads when its files change, on SIGHUP and on `/reload`.
 pub async fn run_bot(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let bot = telegram::bot(&config.telegram);
-    let (service, reloader) = service(&config, TelegramReplies::new(bot.clone())).await?;
+    let replies = TelegramReplies::new(bot.clone(), config.telegram.admin_users.clone());
+    let (service, reloader) = service(&config, replies).await?;
     let Some(me) = telegram::identify(&bot, &shutdown).await? else {
         return Ok(());
     };
@@ -82,10 +82,10 @@ pub async fn run_bot(config: Config, shutdown: CancellationToken) -> anyhow::Res
         async move { service.run_workers(shutdown).await }
     });
     let tell_admins = {
-        let (bot, admins) = (bot.clone(), config.telegram.admin_users.clone());
+        let service = service.clone();
         move |text: String| {
-            let (bot, admins) = (bot.clone(), admins.clone());
-            async move { telegram::tell_admins(&bot, &admins, &text).await }
+            let service = service.clone();
+            async move { service.tell_admins(&text).await }
         }
     };
     tokio::spawn(reloader.clone().watch(tell_admins, shutdown.clone()));

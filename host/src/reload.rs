@@ -1,5 +1,5 @@
 //! Swapping guests while the bot runs. A reload — on a file change, SIGHUP or `/reload` —
-//! builds a complete new pipeline off the async runtime (compiled through the cache, every
+//! builds a complete new pipeline (compiled through the cache off the async runtime, every
 //! stage instantiated and called once as a smoke test) and only then swaps it in whole.
 //! Messages already running finish on the pipeline they started with. A pipeline that
 //! fails to load is rejected and the old one keeps serving.
@@ -64,7 +64,7 @@ impl fmt::Display for ReloadReport {
 
 impl Reloader {
     /// Loads the configured pipeline for the first time.
-    pub fn start(config: PipelineConfig) -> anyhow::Result<Arc<Self>> {
+    pub async fn start(config: PipelineConfig) -> anyhow::Result<Arc<Self>> {
         let engine = GuestEngine::new()?;
         let cache = CompileCache::new(config.cache_dir());
         let pipeline = Pipeline::load_file(
@@ -72,7 +72,8 @@ impl Reloader {
             &config.manifest,
             &config.default_limits,
             &cache,
-        )?;
+        )
+        .await?;
         let current = Arc::new(ArcSwap::from_pointee(pipeline));
         Ok(Arc::new(Self {
             engine,
@@ -122,15 +123,13 @@ impl Reloader {
     }
 
     async fn build(&self) -> Result<Pipeline, LoadError> {
-        let (engine, cache, manifest, limits) = (
+        Pipeline::load_file(
             self.engine.clone(),
-            self.cache.clone(),
-            self.config.manifest.clone(),
-            self.config.default_limits.clone(),
-        );
-        tokio::task::spawn_blocking(move || Pipeline::load_file(engine, &manifest, &limits, &cache))
-            .await
-            .expect("pipeline load panicked")
+            &self.config.manifest,
+            &self.config.default_limits,
+            &self.cache,
+        )
+        .await
     }
 
     /// The files the current pipeline depends on.

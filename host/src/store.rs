@@ -347,6 +347,16 @@ impl Store {
             .ok_or(StoreError::UnknownJob(id))
     }
 
+    /// Takes back the attempt counted by [`Self::record_attempt`]: the job stopped for a
+    /// reason that was not its fault (a shutdown) and stays pending.
+    pub fn forget_attempt(&mut self, id: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE pending_jobs SET attempts = max(attempts - 1, 0) WHERE id = ?1",
+            [id],
+        )?;
+        Ok(())
+    }
+
     /// Finishes a job in one durable transaction: removes it from the queue, remembers it as
     /// answered, and appends `(user_msg, assistant_msg)` to the chat's history when given.
     pub fn complete(

@@ -13,7 +13,9 @@ use pi_agent_tests::Scratch;
 const MESSAGES: usize = 2000;
 const LOADS: usize = 5;
 
-fn main() {
+/// On one thread, as a Pi's bot runs a message: guest calls are awaited in the task.
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
     let scratch = Scratch::default();
     let manifest = scratch.default_manifest();
     let engine = GuestEngine::new().expect("engine");
@@ -23,6 +25,7 @@ fn main() {
         &StageLimits::default(),
         &CompileCache::disabled(),
     )
+    .await
     .expect("pipeline");
     let reply = sample_reply();
     let prompt = sample_prompt();
@@ -32,16 +35,18 @@ fn main() {
         ..ChatContext::default()
     };
 
-    let wasm = measure(MESSAGES, || {
-        let FormatOutcome::Prompt(p) = pipeline.format(&ctx, prompt.clone()).unwrap() else {
+    let wasm = measure(MESSAGES, async || {
+        let FormatOutcome::Prompt(p) = pipeline.format(&ctx, prompt.clone()).await.unwrap() else {
             panic!("persona must pass the prompt on")
         };
         black_box(
             pipeline
                 .shape(&ctx, &p, Reply::plain(reply.clone()), true)
+                .await
                 .unwrap(),
         );
-    });
+    })
+    .await;
 
     let settings = persona::Settings {
         system_prompt: Some(
@@ -56,12 +61,13 @@ fn main() {
         .iter()
         .map(|m| pi_agent_guest_message(m.role, &m.content))
         .collect();
-    let native = measure(MESSAGES, || {
+    let native = measure(MESSAGES, async || {
         black_box(persona::apply(&settings, guest_messages.clone()));
         black_box(telegram_html::markdown_to_telegram_html(&reply));
-    });
+    })
+    .await;
 
-    let cold = measure(LOADS, || {
+    let cold = measure(LOADS, async || {
         let dir = tempfile::tempdir().unwrap();
         black_box(
             Pipeline::load_file(
@@ -70,17 +76,22 @@ fn main() {
                 &StageLimits::default(),
                 &CompileCache::new(dir.path().to_owned()),
             )
+            .await
             .unwrap(),
         );
-    });
+    })
+    .await;
     let cache = CompileCache::new(scratch.path().join("cache"));
-    Pipeline::load_file(engine.clone(), &manifest, &StageLimits::default(), &cache).unwrap();
-    let cached = measure(LOADS, || {
-        black_box(
-            Pipeline::load_file(engine.clone(), &manifest, &StageLimits::default(), &cache)
-                .unwrap(),
-        );
-    });
+    let load_cached = async || {
+        Pipeline::load_file(engine.clone(), &manifest, &StageLimits::default(), &cache)
+            .await
+            .unwrap()
+    };
+    load_cached().await;
+    let cached = measure(LOADS, async || {
+        black_box(load_cached().await);
+    })
+    .await;
 
     println!(
         "\npi-agent pipeline benchmark: default pipeline (persona + telegram-html), {} history turns, {} byte reply",
@@ -140,15 +151,14 @@ struct Stats {
     p99: Duration,
 }
 
-fn measure(n: usize, mut f: impl FnMut()) -> Stats {
-    f(); // warm up
-    let mut times: Vec<Duration> = (0..n)
-        .map(|_| {
-            let started = Instant::now();
-            f();
-            started.elapsed()
-        })
-        .collect();
+async fn measure(n: usize, mut f: impl AsyncFnMut()) -> Stats {
+    f().await; // warm up
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let started = Instant::now();
+        f().await;
+        times.push(started.elapsed());
+    }
     times.sort();
     Stats {
         p50: times[n / 2],

@@ -155,6 +155,11 @@ impl RunningBot {
         self.child.id()
     }
 
+    /// Whether the process is still running (it did not crash or exit).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("polling pi-agent").is_none()
+    }
+
     /// `kill -9`: no shutdown code runs.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

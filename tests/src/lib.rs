@@ -80,14 +80,16 @@ impl Scratch {
 }
 
 /// Loads the manifest at `path` with default limits and no compile cache.
-pub fn load(path: &Path) -> Pipeline {
-    try_load(path, &CompileCache::disabled()).unwrap_or_else(|e| panic!("{e}"))
+pub async fn load(path: &Path) -> Pipeline {
+    try_load(path, &CompileCache::disabled())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-pub fn try_load(
+pub async fn try_load(
     path: &Path,
     cache: &CompileCache,
 ) -> Result<Pipeline, pi_agent::pipeline::LoadError> {
     let engine = GuestEngine::new().expect("engine");
-    Pipeline::load_file(engine, path, &StageLimits::default(), cache)
+    Pipeline::load_file(engine, path, &StageLimits::default(), cache).await
 }

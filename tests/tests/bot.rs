@@ -1,11 +1,13 @@
 //! End to end: the real `pi-agent run` with the real default guests, against a fake
 //! Telegram Bot API and a fake Ollama on loopback.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pi_agent_tests::bot::{FRIEND, Harness, OWNER, PATIENCE, STRANGER, TOKEN};
+use pi_agent::chat::MAX_ATTEMPTS;
+use pi_agent_tests::bot::{FRIEND, Harness, OWNER, PATIENCE, RunningBot, STRANGER, TOKEN};
 use pi_agent_tests::fake_ollama::{Script, unused_url};
-use pi_agent_tests::fake_telegram::{Failure, validate_html};
+use pi_agent_tests::fake_telegram::{Failure, SentMessage, validate_html};
+use pi_agent_tests::guests;
 
 async fn harness() -> Harness {
     Harness::start(env!("CARGO_BIN_EXE_pi-agent-cli")).await
@@ -509,4 +511,212 @@ async fn chat_in_the_terminal_uses_the_same_pipeline_and_ollama() {
         "the shaped reply, as plain text: {stdout}"
     );
     assert!(user_messages(&h.ollama.chat_requests()[0])[0].ends_with("hello"));
+}
+
+/// Waits until chat `chat` has more than `seen` messages and the newest satisfies
+/// `predicate` (a streamed reply may need edits to get there); returns it and how long
+/// that took from `since`.
+async fn next_message(
+    h: &Harness,
+    chat: i64,
+    seen: usize,
+    since: Instant,
+    predicate: impl Fn(&SentMessage) -> bool,
+) -> (SentMessage, Duration) {
+    let reply = h
+        .wait_for_message(chat, |m| {
+            let messages = h.telegram.sent_messages(chat);
+            messages.len() > seen && messages.last().is_some_and(|last| last == m) && predicate(m)
+        })
+        .await;
+    (reply, since.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_guests_cost_only_their_own_message_and_the_bot_keeps_serving() {
+    let mut h = harness().await;
+    let manifest = h.scratch.manifest(&format!(
+        "[[stage]]\nname = \"hostile\"\nguest = {:?}\nmemory_limit_mib = 32\ntimeout_ms = 500\n\
+         [[stage]]\nname = \"telegram-html\"\nguest = {:?}\n",
+        guests::HOSTILE,
+        guests::TELEGRAM_HTML
+    ));
+    h.use_manifest(manifest);
+    let mut bot = h.bot(&[]);
+    h.wait_until_polling().await;
+    let log_size = |bot: &RunningBot| std::fs::metadata(&bot.log).unwrap().len();
+    let mut report = Vec::new();
+    let timeout = "ran longer than its 500ms limit";
+    // (message, what the LLM answers if the message gets that far, the failure)
+    for (command, llm_reply, failure) in [
+        ("sleep:30000", None, timeout),
+        ("sleep-loop", None, timeout),
+        ("wait-forever", None, timeout),
+        ("loop", None, timeout),
+        ("log-flood", None, timeout),
+        ("alloc", None, "needed more than its 32 MiB memory limit"),
+        ("panic", None, "panicked: hostile guest panics on purpose"),
+        ("exit:0", None, "exited (status 0) instead of answering"),
+        // The shaper's turn: the LLM's answer is the command.
+        ("shape", Some("sleep:30000"), timeout),
+        ("shape", Some("sleep-loop"), timeout),
+    ] {
+        if let Some(reply) = llm_reply {
+            h.ollama.push_script(Script::reply(reply));
+        }
+        let label = llm_reply.map_or(command.to_owned(), |r| format!("{command} → {r}"));
+        let log_before = log_size(&bot);
+        let started = Instant::now();
+        let seen = h.telegram.sent_messages(FRIEND).len();
+        h.telegram.push_message(FRIEND, FRIEND, command);
+        let (notice, took) = next_message(&h, FRIEND, seen, started, |_| true).await;
+        assert!(
+            notice
+                .text
+                .contains(&format!("pipeline stage 'hostile' {failure}")),
+            "{label}: {}",
+            notice.text
+        );
+        assert!(
+            !notice.text.contains("backtrace") && !notice.text.contains("0x"),
+            "{}",
+            notice.text
+        );
+        assert!(
+            took < Duration::from_secs(2),
+            "{label} answered after {took:?}"
+        );
+        // The next message, from the same chat and from another, is answered normally.
+        let mut next = Vec::new();
+        for chat in [FRIEND, OWNER] {
+            let started = Instant::now();
+            let seen = h.telegram.sent_messages(chat).len();
+            h.telegram.push_message(chat, chat, "hello");
+            let (_, after) =
+                next_message(&h, chat, seen, started, |m| m.visible_text == "ECHO: HELLO").await;
+            assert!(after < Duration::from_secs(2), "after {label}: {after:?}");
+            next.push(after);
+        }
+        let log_growth = log_size(&bot) - log_before;
+        assert!(
+            log_growth < 100 * 1024,
+            "{label}: the log grew by {log_growth} bytes"
+        );
+        report.push(format!(
+            "{label}: notice after {took:?}, next answers after {next:?}, log +{log_growth} bytes"
+        ));
+    }
+    assert!(bot.is_running(), "the bot survived every hostile message");
+    println!("{}", report.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_that_keeps_killing_the_bot_is_given_up_after_max_attempts() {
+    let mut h = harness().await;
+    // Ollama never answers: each run is killed in the middle of the message.
+    h.ollama.set_default_script(Script::stall(0));
+    // The owner has talked to the bot (Telegram lets a bot write only to those who did).
+    h.telegram.push_message(OWNER, OWNER, "/help");
+    h.telegram
+        .push_message(FRIEND, FRIEND, "the message that kills");
+    for attempt in 1..=MAX_ATTEMPTS as usize {
+        let mut bot = h.bot(&[]);
+        let asked = h
+            .telegram
+            .wait_for(|_| h.ollama.chat_count() == attempt, PATIENCE)
+            .await;
+        assert!(
+            asked,
+            "run {attempt} did not start the message; log:\n{}",
+            h.logs()
+        );
+        bot.kill();
+    }
+    h.ollama.set_default_script(Script::echo());
+    let _bot = h.bot(&[]);
+    h.wait_for_message(FRIEND, |m| m.text.contains("could not be processed"))
+        .await;
+    h.wait_for_message(OWNER, |m| {
+        m.text.contains("Gave up on a message") && m.text.contains(&format!("chat {FRIEND}"))
+    })
+    .await;
+    h.telegram.push_message(FRIEND, FRIEND, "and this one?");
+    h.wait_for_message(FRIEND, |m| m.visible_text.ends_with("and this one?"))
+        .await;
+    assert_eq!(
+        h.ollama.chat_count(),
+        MAX_ATTEMPTS as usize + 1,
+        "the given-up message was not run again"
+    );
+    let count = |chat: i64, needle: &str| {
+        let messages = h.telegram.sent_messages(chat);
+        messages.iter().filter(|m| m.text.contains(needle)).count()
+    };
+    assert_eq!(
+        count(FRIEND, "could not be processed"),
+        1,
+        "the user is told once"
+    );
+    assert_eq!(
+        count(OWNER, "Gave up on a message"),
+        1,
+        "the admin is told once"
+    );
+}
+
+/// SIGTERM while the polling loop waits out a 429 (Telegram asked for 10 minutes): the
+/// bot stops at once instead of sleeping through it.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_ends_the_wait_after_a_429_on_polling() {
+    let mut h = harness().await;
+    h.telegram.fail_next(
+        "getUpdates",
+        Failure::TooManyRequests {
+            retry_after_secs: 600,
+        },
+    );
+    let mut bot = h.bot(&[]);
+    h.wait_until_polling().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        h.telegram.calls("getUpdates").len(),
+        1,
+        "waiting out the 429"
+    );
+    let started = Instant::now();
+    assert!(bot.terminate().success());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "stopping took {took:?}");
+}
+
+/// SIGTERM while a reply waits out a 429 on its delivery: the grace period
+/// (`SHUTDOWN_GRACE_SECS` = 5 here) and a moment more, then the bot exits and the message
+/// stays pending for the next start.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_ends_a_delivery_waiting_out_a_429_after_the_grace_period() {
+    let mut h = harness().await;
+    let mut bot = h.bot(&[]);
+    h.wait_until_polling().await;
+    h.telegram.fail_next(
+        "sendMessage",
+        Failure::TooManyRequests {
+            retry_after_secs: 600,
+        },
+    );
+    h.telegram.push_message(FRIEND, FRIEND, "hello");
+    let asked = h
+        .telegram
+        .wait_for(|t| !t.calls("sendMessage").is_empty(), PATIENCE)
+        .await;
+    assert!(asked, "log:\n{}", h.logs());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    assert!(bot.terminate().success());
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(9), "stopping took {took:?}");
+    assert!(h.telegram.sent_messages(FRIEND).is_empty());
+
+    let _next = h.bot(&[]);
+    h.wait_for_message(FRIEND, |m| m.visible_text.ends_with("hello"))
+        .await;
 }

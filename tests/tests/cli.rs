@@ -2,6 +2,7 @@
 
 use std::process::{Command, Output};
 
+use pi_agent::pipeline::LOG_LINES_PER_CALL;
 use pi_agent_tests::{Scratch, guests, repo_root};
 
 fn pi_agent(scratch: &Scratch, args: &[&str]) -> Output {
@@ -296,6 +297,75 @@ fn guest_output_log_calls_and_failures_reach_the_log_tagged_with_the_stage() {
         ),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_guest_flooding_the_log_leaves_its_budget_and_one_warning() {
+    let scratch = Scratch::default();
+    let manifest = scratch.single_stage("hostile", guests::HOSTILE, "");
+    for (message, needle) in [
+        ("log-flood:100000", "flooding the log"),
+        ("print", "guest: line "),
+    ] {
+        let output = pi_agent(
+            &scratch,
+            &[
+                "pipeline",
+                "run",
+                "--manifest",
+                manifest.to_str().unwrap(),
+                "--message",
+                message,
+            ],
+        );
+        let (_, stderr) = text(&output);
+        assert!(output.status.success(), "{stderr}");
+        let guest_lines = stderr.lines().filter(|l| l.contains(needle)).count();
+        assert_eq!(guest_lines, LOG_LINES_PER_CALL, "{message}: {stderr}");
+        let warnings: Vec<&str> = stderr
+            .lines()
+            .filter(|l| l.contains("over its budget"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "{message}: {stderr}");
+        assert!(warnings[0].contains("lines,"), "{}", warnings[0]);
+        assert!(
+            stderr.len() < 32 * 1024,
+            "{message}: {} bytes of log",
+            stderr.len()
+        );
+    }
+}
+
+/// A guest blocked in a 30 s WASI sleep under a 500 ms deadline: `pipeline run` reports
+/// the timeout right after the deadline (the bound is loose for slow CI machines).
+#[test]
+fn run_with_a_sleeping_guest_returns_at_its_deadline() {
+    let scratch = Scratch::default();
+    let manifest = scratch.single_stage("hostile", guests::HOSTILE, "timeout_ms = 500");
+    let manifest = manifest.to_str().unwrap();
+    // Compiled once first, so the timed run loads from the cache like a restart would.
+    let check = pi_agent(&scratch, &["pipeline", "check", "--manifest", manifest]);
+    assert!(check.status.success(), "{}", text(&check).1);
+    let started = std::time::Instant::now();
+    let output = pi_agent(
+        &scratch,
+        &[
+            "pipeline",
+            "run",
+            "--manifest",
+            manifest,
+            "--message",
+            "sleep:30000",
+        ],
+    );
+    let took = started.elapsed();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: pipeline stage 'hostile' ran longer than its 500ms limit"),
+        "{stderr}"
+    );
+    assert!(took < std::time::Duration::from_secs(3), "{took:?}");
 }
 
 /// The Pi 4's kernel gives a process a 39-bit (512 GiB) address space. The pipeline, and

@@ -4,15 +4,15 @@
 use pi_agent::pipeline::{CompileCache, CompileSource, LoadError, Role};
 use pi_agent_tests::{Scratch, guests, load, try_load};
 
-#[test]
-fn roles_are_detected_from_exports() {
+#[tokio::test]
+async fn roles_are_detected_from_exports() {
     let scratch = Scratch::default();
     let pipeline = load(&scratch.manifest(&format!(
         "[[stage]]\nname = \"p\"\nguest = {:?}\n[[stage]]\nname = \"t\"\nguest = {:?}\n[[stage]]\nname = \"h\"\nguest = {:?}\n",
         guests::PERSONA,
         guests::TELEGRAM_HTML,
         guests::HOSTILE
-    )));
+    ))).await;
     let roles: Vec<_> = pipeline
         .stages()
         .map(|s| (s.name.clone(), s.role))
@@ -27,13 +27,14 @@ fn roles_are_detected_from_exports() {
     );
 }
 
-#[test]
-fn a_missing_guest_names_the_stage_and_the_fix() {
+#[tokio::test]
+async fn a_missing_guest_names_the_stage_and_the_fix() {
     let scratch = Scratch::default();
     let error = try_load(
         &scratch.single_stage("ghost", "nowhere/ghost.wasm", ""),
         &CompileCache::disabled(),
     )
+    .await
     .err()
     .unwrap();
     assert!(matches!(error, LoadError::ReadGuest { ref stage, .. } if stage == "ghost"));
@@ -46,8 +47,8 @@ fn a_missing_guest_names_the_stage_and_the_fix() {
     );
 }
 
-#[test]
-fn garbage_bytes_are_not_a_component() {
+#[tokio::test]
+async fn garbage_bytes_are_not_a_component() {
     let scratch = Scratch::default();
     let garbage = scratch.path().join("garbage.wasm");
     std::fs::write(&garbage, b"definitely not wasm").unwrap();
@@ -55,6 +56,7 @@ fn garbage_bytes_are_not_a_component() {
         &scratch.single_stage("junk", garbage.to_str().unwrap(), ""),
         &CompileCache::disabled(),
     )
+    .await
     .err()
     .unwrap();
     assert!(
@@ -63,8 +65,8 @@ fn garbage_bytes_are_not_a_component() {
     );
 }
 
-#[test]
-fn a_core_module_without_our_exports_has_no_role() {
+#[tokio::test]
+async fn a_core_module_without_our_exports_has_no_role() {
     let scratch = Scratch::default();
     // The smallest valid *core* module: not a component at all.
     let module = scratch.path().join("core.wasm");
@@ -73,16 +75,20 @@ fn a_core_module_without_our_exports_has_no_role() {
         &scratch.single_stage("core", module.to_str().unwrap(), ""),
         &CompileCache::disabled(),
     )
+    .await
     .err()
     .unwrap();
     assert!(matches!(error, LoadError::Compile { .. }), "{error}");
 }
 
-#[test]
-fn a_bad_manifest_names_the_file_and_the_problem() {
+#[tokio::test]
+async fn a_bad_manifest_names_the_file_and_the_problem() {
     let scratch = Scratch::default();
     let path = scratch.manifest("[[stage]]\nname = \"x\"\n");
-    let error = try_load(&path, &CompileCache::disabled()).err().unwrap();
+    let error = try_load(&path, &CompileCache::disabled())
+        .await
+        .err()
+        .unwrap();
     let message = error.to_string();
     assert!(
         message.contains(path.to_str().unwrap()) && message.contains("missing field `guest`"),
@@ -90,14 +96,15 @@ fn a_bad_manifest_names_the_file_and_the_problem() {
     );
 }
 
-#[test]
-fn the_compile_cache_is_used_and_corrupt_entries_are_rebuilt() {
+#[tokio::test]
+async fn the_compile_cache_is_used_and_corrupt_entries_are_rebuilt() {
     let scratch = Scratch::default();
     let manifest = scratch.single_stage("persona", guests::PERSONA, "");
     let cache_dir = scratch.path().join("cache");
     let cache = CompileCache::new(cache_dir.clone());
-    let source = || {
+    let source = async || {
         try_load(&manifest, &cache)
+            .await
             .unwrap()
             .stages()
             .next()
@@ -105,9 +112,13 @@ fn the_compile_cache_is_used_and_corrupt_entries_are_rebuilt() {
             .source
     };
 
-    assert_eq!(source(), CompileSource::Compiled, "first load compiles");
     assert_eq!(
-        source(),
+        source().await,
+        CompileSource::Compiled,
+        "first load compiles"
+    );
+    assert_eq!(
+        source().await,
         CompileSource::Cache,
         "second load comes from the cache"
     );
@@ -123,19 +134,23 @@ fn the_compile_cache_is_used_and_corrupt_entries_are_rebuilt() {
     bytes[middle] ^= 0xff;
     std::fs::write(&entry, &bytes).unwrap();
     assert_eq!(
-        source(),
+        source().await,
         CompileSource::Compiled,
         "a corrupt entry is detected and rebuilt"
     );
-    assert_eq!(source(), CompileSource::Cache, "the rebuilt entry is valid");
+    assert_eq!(
+        source().await,
+        CompileSource::Cache,
+        "the rebuilt entry is valid"
+    );
 
     std::fs::write(&entry, &bytes[..100]).unwrap();
     assert_eq!(
-        source(),
+        source().await,
         CompileSource::Compiled,
         "a truncated entry is detected and rebuilt"
     );
-    let pipeline = try_load(&manifest, &cache).unwrap();
+    let pipeline = try_load(&manifest, &cache).await.unwrap();
     assert_eq!(
         pipeline.stages().next().unwrap().source,
         CompileSource::Cache

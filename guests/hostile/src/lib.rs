@@ -2,11 +2,18 @@
 //! last message's text (as a formatter) or the reply's text (as a shaper):
 //!
 //! `loop`, `alloc` (without bound), `panic`, `huge:<bytes>` (returns that much text),
-//! `read-file:<path>`, `read-env`, `print` (floods stdout), `log:<text>` (host log),
-//! `config:<key>` (answers with its config value), `reject:<reason>`, `reply:<text>`;
+//! `read-file:<path>`, `read-env`, `read-stdin`, `print` (floods stdout and stderr),
+//! `log:<text>` (host log), `log-flood:<lines>`, `sleep:<ms>` (a blocking WASI sleep),
+//! `sleep-loop` (sleeps a second at a time, for ever), `wait-forever` (blocks on a
+//! pollable that never becomes ready), `exit:<status>`, `honest:<ms>:<mib>` (works that
+//! long on that much memory, then answers), `config:<key>` (answers with its config
+//! value), `reject:<reason>`, `reply:<text>`;
 //! anything else is echoed uppercased, so tests can see that it ran. The config key
 //! `always` names a command obeyed on every call instead (`always = "panic"`: a guest that
 //! fails from its very first call).
+
+use std::io::Read as _;
+use std::time::{Duration, Instant};
 
 use pi_agent_guest::{ChatContext, Formatter, Outcome, Prompt, Reply, Shaper};
 
@@ -46,12 +53,57 @@ fn obey(command: &str) -> Option<Outcome> {
         "print" => {
             for i in 0..10_000 {
                 println!("line {i} of a guest that will not stop talking");
+                eprintln!("line {i} of a guest that will not stop complaining");
             }
             answer("printed".into())
         }
         "log" => {
             pi_agent_guest::log::warn(arg);
             answer("logged".into())
+        }
+        "log-flood" => {
+            let lines: u64 = arg.parse().unwrap_or(u64::MAX);
+            for i in 0..lines {
+                pi_agent_guest::log::warn(&format!("log line {i} of a guest flooding the log"));
+            }
+            answer(format!("logged {lines} lines"))
+        }
+        "sleep" => {
+            std::thread::sleep(Duration::from_millis(arg.parse().unwrap_or(30_000)));
+            answer("slept".into())
+        }
+        "sleep-loop" => loop {
+            std::thread::sleep(Duration::from_secs(1));
+        },
+        // std sleeps on a `subscribe-duration` pollable; this long, the host never wakes it.
+        "wait-forever" => {
+            std::thread::sleep(Duration::MAX);
+            answer("woke up".into())
+        }
+        "exit" => std::process::exit(arg.parse().unwrap_or(0)),
+        "read-stdin" => {
+            let mut input = String::new();
+            match std::io::stdin().read_to_string(&mut input) {
+                Ok(n) => answer(format!("stdin: {n} bytes")),
+                Err(e) => answer(format!("stdin: {e}")),
+            }
+        }
+        "honest" => {
+            let (ms, mib) = arg.split_once(':').unwrap_or(("50", "20"));
+            let (ms, mib): (u64, usize) = (ms.parse().unwrap_or(50), mib.parse().unwrap_or(20));
+            let mut memory = vec![0u8; mib << 20];
+            let started = Instant::now();
+            let mut sum: u64 = 0;
+            while started.elapsed() < Duration::from_millis(ms) {
+                for (i, byte) in memory.iter_mut().enumerate().step_by(4096) {
+                    *byte = byte.wrapping_add(i as u8);
+                    sum = sum.wrapping_add(u64::from(*byte));
+                }
+            }
+            answer(format!(
+                "worked {ms} ms on {mib} MiB ({})",
+                std::hint::black_box(sum) % 10
+            ))
         }
         "config" => answer(pi_agent_guest::config(arg).unwrap_or_else(|| "<unset>".into())),
         "reject" => Some(Outcome::Reject(arg.into())),

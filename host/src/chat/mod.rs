@@ -4,7 +4,9 @@
 //! A message is *accepted* (written to the store, durably) before its Telegram update is
 //! acknowledged, waits in a bounded queue that keeps each chat's order, and is *completed*
 //! (removed from the store, its turn added to history) only once the reply was delivered.
-//! Jobs still pending at a crash or shutdown are answered after the next start.
+//! Jobs still pending at a crash or shutdown are answered after the next start — unless a
+//! job was already started [`MAX_ATTEMPTS`] times without finishing: a message that crashes
+//! the process (an OOM kill, a host bug) would otherwise crash it after every restart.
 
 mod queue;
 mod sink;
@@ -25,6 +27,14 @@ use crate::pipeline::Pipeline;
 use crate::reload::SharedPipeline;
 use crate::store::{NewJob, Store, StoreError};
 use queue::Queue;
+
+/// How often a job may be started without finishing (the process died while answering it)
+/// before it is given up: its user is told, the admins get one message, the job is removed.
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// How long interrupted jobs get to wind down after the grace period before their workers
+/// are dropped.
+const INTERRUPT_SLACK: Duration = Duration::from_secs(1);
 
 /// Figures for `/status`.
 #[derive(Debug, Clone)]
@@ -159,6 +169,11 @@ impl<R: Replies> ChatService<R> {
             .await
     }
 
+    /// Tells the admins something they should act on (best effort).
+    pub async fn tell_admins(&self, text: &str) {
+        self.replies.tell_admins(text).await;
+    }
+
     pub fn llm(&self) -> &Arc<dyn LlmBackend> {
         &self.llm
     }
@@ -188,6 +203,7 @@ impl<R: Replies> ChatService<R> {
         let workers: Vec<_> = (0..self.config.llm_concurrency)
             .map(|_| tokio::spawn(worker::run(self.clone(), shutdown.clone())))
             .collect();
+        let aborts: Vec<_> = workers.iter().map(|w| w.abort_handle()).collect();
         shutdown.cancelled().await;
         let grace = self.config.shutdown_grace;
         let all = futures_util::future::join_all(workers);
@@ -198,7 +214,15 @@ impl<R: Replies> ChatService<R> {
                 "generations still running after the grace period; they stay pending for the next start"
             );
             self.interrupt_jobs.cancel();
-            all.await;
+            // Interrupted jobs end at once; whatever still waits (a delivery retrying
+            // after a 429, a stalled disk) is dropped rather than waited for.
+            if tokio::time::timeout(INTERRUPT_SLACK, &mut all)
+                .await
+                .is_err()
+            {
+                aborts.iter().for_each(tokio::task::AbortHandle::abort);
+                all.await;
+            }
         }
     }
 

@@ -22,8 +22,14 @@ pub struct Queue {
     capacity: usize,
     workers: usize,
     waiting: VecDeque<PendingJob>,
-    /// Chats with a job in progress, and how to cancel it.
-    running: HashMap<i64, CancellationToken>,
+    /// Chats with a job in progress: how to cancel it, and whether its answer was
+    /// delivered already (it is only storing its turn).
+    running: HashMap<i64, Running>,
+}
+
+struct Running {
+    cancel: CancellationToken,
+    delivered: bool,
 }
 
 impl Queue {
@@ -41,12 +47,15 @@ impl Queue {
     }
 
     pub fn push(&mut self, job: PendingJob) -> Accepted {
-        let chat_busy = self.running.contains_key(&job.chat_id)
-            || self.waiting.iter().any(|j| j.chat_id == job.chat_id);
+        // A job whose answer is out is not ahead of anyone: it ends in a moment.
+        let answering = |chat_id: &i64| self.running.get(chat_id).is_some_and(|r| !r.delivered);
+        let chat_busy =
+            answering(&job.chat_id) || self.waiting.iter().any(|j| j.chat_id == job.chat_id);
+        let running = self.running.values().filter(|r| !r.delivered).count();
         self.waiting.push_back(job);
         // Jobs that must end before a worker frees up for this one; a chat's own earlier
         // message always goes first, free workers or not.
-        let busy = (self.waiting.len() + self.running.len()).saturating_sub(self.workers);
+        let busy = (self.waiting.len() + running).saturating_sub(self.workers);
         Accepted::Queued {
             ahead: if chat_busy { busy.max(1) } else { busy },
         }
@@ -71,8 +80,19 @@ impl Queue {
             .position(|j| !self.running.contains_key(&j.chat_id))?;
         let job = self.waiting.remove(index)?;
         let cancel = parent.child_token();
-        self.running.insert(job.chat_id, cancel.clone());
+        let running = Running {
+            cancel: cancel.clone(),
+            delivered: false,
+        };
+        self.running.insert(job.chat_id, running);
         Some((job, cancel))
+    }
+
+    /// The chat's answer is delivered; its job only has its bookkeeping left.
+    pub fn delivered(&mut self, chat_id: i64) {
+        if let Some(running) = self.running.get_mut(&chat_id) {
+            running.delivered = true;
+        }
     }
 
     pub fn finish(&mut self, chat_id: i64) {
@@ -82,7 +102,7 @@ impl Queue {
     pub fn cancel_running(&self, chat_id: i64) -> bool {
         self.running
             .get(&chat_id)
-            .inspect(|token| token.cancel())
+            .inspect(|running| running.cancel.cancel())
             .is_some()
     }
 
@@ -144,6 +164,26 @@ mod tests {
             Accepted::Queued { ahead: 1 },
             "three workers, four jobs"
         );
+    }
+
+    #[test]
+    fn a_job_whose_answer_is_delivered_is_not_ahead_of_anyone() {
+        let root = CancellationToken::new();
+        let mut q = Queue::new(10, 1);
+        q.push(job(1, 1));
+        q.take_next(&root);
+        assert_eq!(q.push(job(2, 2)), Accepted::Queued { ahead: 1 });
+        q.delivered(1);
+        assert_eq!(
+            q.push(job(3, 1)),
+            Accepted::Queued { ahead: 1 },
+            "job 2 is ahead"
+        );
+        let mut q = Queue::new(10, 1);
+        q.push(job(1, 1));
+        q.take_next(&root);
+        q.delivered(1);
+        assert_eq!(q.push(job(2, 1)), Accepted::Queued { ahead: 0 });
     }
 
     #[test]

@@ -11,6 +11,10 @@ pub trait Replies: Send + Sync + 'static {
 
     /// A reply to `job` (in Telegram: to its message, in its chat).
     fn open(&self, job: &PendingJob) -> Self::Sink;
+
+    /// Tells the bot's admins something they should act on (in Telegram: a message to
+    /// each). Best effort: failures are logged, not returned.
+    fn tell_admins(&self, text: &str) -> impl Future<Output = ()> + Send;
 }
 
 /// One reply as it streams in.

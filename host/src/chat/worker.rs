@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{ChatService, Replies, ReplySink};
+use super::{ChatService, MAX_ATTEMPTS, Replies, ReplySink};
 use crate::llm::{LlmError, ReplyEvent};
 use crate::pipeline::{FormatOutcome, Pipeline, StageError};
 use crate::prompt::{ChatMessage, Prompt, Reply, Role};
@@ -55,6 +55,9 @@ pub async fn run<R: Replies>(service: Arc<ChatService<R>>, shutdown: Cancellatio
             tracing::info!(?queue_wait, "answering");
             let resets_before = service.resets(chat_id);
             let mut ending = service.answer(job, &cancel).await;
+            if matches!(ending, Ending::Completed(_)) {
+                service.lock_queue().delivered(chat_id);
+            }
             if service.resets(chat_id) != resets_before {
                 // `/reset` came while this was being answered: don't bring the turn back.
                 ending = ending.without_history();
@@ -71,7 +74,13 @@ pub async fn run<R: Replies>(service: Arc<ChatService<R>>, shutdown: Cancellatio
 impl<R: Replies> ChatService<R> {
     async fn answer(&self, job: PendingJob, cancel: &CancellationToken) -> Ending {
         let mut sink = self.replies.open(&job);
+        if job.attempts >= MAX_ATTEMPTS {
+            return self.give_up(&mut sink, &job).await;
+        }
         sink.working().await;
+        // Counted before anything runs, so a job that kills the process is counted too. Not
+        // fsynced: after a process crash the write is in the page cache; after a power cut
+        // the attempt was not the job's fault.
         if let Err(e) = self.db(move |s| s.record_attempt(job.id)).await {
             tracing::warn!("cannot record the attempt: {e}");
         }
@@ -88,11 +97,7 @@ impl<R: Replies> ChatService<R> {
         };
         let pipeline = self.pipeline();
         let started = Instant::now();
-        let outcome = run_blocking({
-            let (pipeline, ctx) = (pipeline.clone(), job.context.clone());
-            move || pipeline.format(&ctx, prompt)
-        })
-        .await;
+        let outcome = pipeline.format(&job.context, prompt).await;
         tracing::debug!(pipeline_time = ?started.elapsed(), "formatted");
         match outcome {
             Err(e) => fail(&mut sink, &stage_failure_text(&e)).await,
@@ -115,6 +120,33 @@ impl<R: Replies> ChatService<R> {
                     .await
             }
         }
+    }
+
+    /// The job was started `MAX_ATTEMPTS` times and never finished: each time the process
+    /// died on it. Tell its user and the admins once, and drop it.
+    async fn give_up(&self, sink: &mut R::Sink, job: &PendingJob) -> Ending {
+        tracing::error!(
+            attempts = job.attempts,
+            "giving up on a message: the bot stopped while answering it {} times",
+            job.attempts
+        );
+        self.tell_admins(&format!(
+            "⚠️ Gave up on a message in chat {} (message {}): the bot stopped while answering \
+             it {} times in a row. The log of those runs says why.",
+            job.chat_id, job.message_id, job.attempts
+        ))
+        .await;
+        let told = sink
+            .notice(
+                "⚠️ Sorry, your message could not be processed: the bot stopped while \
+                 answering it, several times. The bot's owner has been told.",
+            )
+            .await;
+        if let Err(e) = told {
+            tracing::warn!("cannot tell the user their message was given up: {e:#}");
+        }
+        // Removed even if the user could not be told: running it again may crash again.
+        Ending::Completed(None)
     }
 
     async fn prompt_for(&self, job: &PendingJob) -> Result<Prompt, crate::store::StoreError> {
@@ -149,7 +181,10 @@ impl<R: Replies> ChatService<R> {
         };
         let interval = self.config.edit_interval;
         let mut text = String::new();
-        let mut last_partial: Option<Instant> = None;
+        let mut last_partial: Option<tokio::time::Instant> = None;
+        // A shaper that fails on a partial reply is not asked again before the final one:
+        // a guest stuck until its deadline would otherwise cost it on every edit.
+        let mut shape_partials = true;
         let mut typing =
             tokio::time::interval_at(tokio::time::Instant::now() + TYPING_RENEWAL, TYPING_RENEWAL);
         loop {
@@ -170,14 +205,15 @@ impl<R: Replies> ChatService<R> {
                         tracing::info!(first_token = ?requested.elapsed(), "first token");
                     }
                     text.push_str(&delta);
-                    if last_partial.is_none_or(|at| at.elapsed() >= interval)
+                    if shape_partials
+                        && last_partial.is_none_or(|at| at.elapsed() >= interval)
                         && !text.trim().is_empty()
                     {
-                        last_partial = Some(Instant::now());
-                        if let Ok(shaped) =
-                            shape(pipeline, job, &prompt, Reply::plain(text.clone()), false).await
+                        last_partial = Some(tokio::time::Instant::now());
+                        match shape(pipeline, job, &prompt, Reply::plain(text.clone()), false).await
                         {
-                            sink.partial(&shaped).await;
+                            Ok(shaped) => sink.partial(&shaped).await,
+                            Err(_) => shape_partials = false,
                         }
                     }
                 }
@@ -260,7 +296,9 @@ impl<R: Replies> ChatService<R> {
 
     async fn end(&self, job_id: i64, ending: Ending) {
         let result = match ending {
-            Ending::KeepPending => return,
+            // Not a crash (a shutdown, Telegram unreachable): this attempt does not count
+            // towards giving up.
+            Ending::KeepPending => self.db(move |s| s.forget_attempt(job_id)).await,
             Ending::Completed(turn) => {
                 self.db(move |s| {
                     s.complete(job_id, turn.as_ref().map(|(u, a)| (u.as_str(), a.as_str())))
@@ -269,7 +307,7 @@ impl<R: Replies> ChatService<R> {
             }
         };
         if let Err(e) = result {
-            tracing::error!("cannot mark the job answered: {e}");
+            tracing::error!("cannot update the job in the store: {e}");
         }
     }
 }
@@ -298,21 +336,13 @@ async fn deliver<S: ReplySink>(
 }
 
 async fn shape(
-    pipeline: &Arc<Pipeline>,
+    pipeline: &Pipeline,
     job: &PendingJob,
     prompt: &Prompt,
     reply: Reply,
     done: bool,
 ) -> Result<Reply, StageError> {
-    let (pipeline, ctx, prompt) = (pipeline.clone(), job.context.clone(), prompt.clone());
-    run_blocking(move || pipeline.shape(&ctx, &prompt, reply, done)).await
-}
-
-/// Guest calls block (wasmtime runs them synchronously): keep them off the async threads.
-async fn run_blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f)
-        .await
-        .expect("pipeline task panicked")
+    pipeline.shape(&job.context, prompt, reply, done).await
 }
 
 fn stage_failure_text(error: &StageError) -> String {

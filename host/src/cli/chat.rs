@@ -92,6 +92,11 @@ impl Replies for TerminalReplies {
             done: self.done.clone(),
         }
     }
+
+    async fn tell_admins(&self, text: &str) {
+        // The person at the terminal is the admin.
+        eprintln!("{text}");
+    }
 }
 
 /// Prints a streaming reply: what is new since the last update, as plain text.

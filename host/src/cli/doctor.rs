@@ -26,9 +26,8 @@ pub async fn run(mut env: Env) -> ExitCode {
         }
     }
 
-    let pipeline_config = config.pipeline.clone();
-    match tokio::task::spawn_blocking(move || app::load_pipeline(&pipeline_config, None)).await {
-        Ok(Ok(p)) => report.pass(
+    match app::load_pipeline(&config.pipeline, None).await {
+        Ok(p) => report.pass(
             "pipeline",
             &format!(
                 "{} stage(s) from {}",
@@ -36,8 +35,7 @@ pub async fn run(mut env: Env) -> ExitCode {
                 p.manifest().path.display()
             ),
         ),
-        Ok(Err(e)) => report.fail("pipeline", &format!("{e:#}")),
-        Err(e) => report.fail("pipeline", &e.to_string()),
+        Err(e) => report.fail("pipeline", &format!("{e:#}")),
     }
 
     match Store::open(&config.database()) {

@@ -106,7 +106,7 @@ pub fn main() -> ExitCode {
                 return code;
             }
             logging::init(log_format, token);
-            pipeline::run(command, pipeline, &model)
+            runtime().block_on(pipeline::run(command, pipeline, &model))
         }
         command @ (Command::Run | Command::Chat) => {
             let with_telegram = matches!(command, Command::Run);

@@ -14,13 +14,13 @@ use crate::config::PipelineConfig;
 use crate::pipeline::{CompileSource, FormatOutcome, Pipeline};
 use crate::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role};
 
-pub fn run(
+pub async fn run(
     command: PipelineCommand,
     config: PipelineConfig,
     model: &str,
 ) -> anyhow::Result<ExitCode> {
     match command {
-        PipelineCommand::Check { manifest } => check(&*load(&config, manifest)?),
+        PipelineCommand::Check { manifest } => check(&*load(&config, manifest).await?),
         PipelineCommand::Run {
             manifest,
             message,
@@ -31,27 +31,27 @@ pub fn run(
                 .map(|path| fixtures::read_history(&path))
                 .transpose()?
                 .unwrap_or_default();
-            let pipeline = load(&config, manifest)?;
-            print_run(&simulate(&pipeline, model, history, &message, reply)?);
+            let pipeline = load(&config, manifest).await?;
+            print_run(&simulate(&pipeline, model, history, &message, reply).await?);
             Ok(ExitCode::SUCCESS)
         }
         PipelineCommand::Test { manifest, dir } => {
-            let pipeline = load(&config, manifest)?;
+            let pipeline = load(&config, manifest).await?;
             let dir = dir.or_else(|| pipeline.manifest().fixtures.clone()).context(
                 "no fixture directory: pass one (`pipeline test DIR`) or set `fixtures` in the manifest",
             )?;
-            test(&pipeline, model, &dir)
+            test(&pipeline, model, &dir).await
         }
     }
 }
 
-fn load(config: &PipelineConfig, manifest: Option<PathBuf>) -> anyhow::Result<Arc<Pipeline>> {
-    crate::app::load_pipeline(config, manifest)
+async fn load(config: &PipelineConfig, manifest: Option<PathBuf>) -> anyhow::Result<Arc<Pipeline>> {
+    crate::app::load_pipeline(config, manifest).await
 }
 
 /// One message through the pipeline, as the bot would run it, with `reply` standing in for
 /// the LLM.
-pub fn simulate(
+pub async fn simulate(
     pipeline: &Pipeline,
     model: &str,
     history: Vec<ChatMessage>,
@@ -69,16 +69,21 @@ pub fn simulate(
         messages,
         options: Default::default(),
     };
-    Ok(match pipeline.format(&ctx, prompt)? {
+    Ok(match pipeline.format(&ctx, prompt).await? {
         FormatOutcome::Rejected { stage, reason } => Run::Rejected { stage, reason },
         FormatOutcome::Reply { prompt, reply } => {
-            let shaped = pipeline.shape(&ctx, &prompt, reply, true)?;
+            let shaped = pipeline.shape(&ctx, &prompt, reply, true).await?;
             Run::Answered { prompt, shaped }
         }
         FormatOutcome::Prompt(prompt) => {
-            let shaped = reply
-                .map(|text| pipeline.shape(&ctx, &prompt, Reply::plain(text), true))
-                .transpose()?;
+            let shaped = match reply {
+                Some(text) => Some(
+                    pipeline
+                        .shape(&ctx, &prompt, Reply::plain(text), true)
+                        .await?,
+                ),
+                None => None,
+            };
             Run::Asked { prompt, shaped }
         }
     })
@@ -148,7 +153,7 @@ fn print_run(run: &Run) {
     }
 }
 
-fn test(pipeline: &Pipeline, model: &str, dir: &Path) -> anyhow::Result<ExitCode> {
+async fn test(pipeline: &Pipeline, model: &str, dir: &Path) -> anyhow::Result<ExitCode> {
     let cases = fixtures::load_dir(dir)?;
     anyhow::ensure!(
         !cases.is_empty(),
@@ -167,7 +172,7 @@ fn test(pipeline: &Pipeline, model: &str, dir: &Path) -> anyhow::Result<ExitCode
         let started = Instant::now();
         let failures = match fixture {
             Err(e) => vec![format!("{e:#}")],
-            Ok(f) => match simulate(pipeline, model, f.history, &f.message, f.reply) {
+            Ok(f) => match simulate(pipeline, model, f.history, &f.message, f.reply).await {
                 Ok(run) => fixtures::evaluate(&f.expect, &run),
                 Err(e) => vec![format!("{e:#}")],
             },

@@ -1,10 +1,11 @@
 //! The one shared wasmtime `Engine`, its epoch ticker, and the `Linker` every stage uses.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
@@ -13,15 +14,18 @@ use super::limits::{
 };
 use super::sandbox::{self, StageState};
 
-/// How often the epoch advances. A stage's CPU deadline is rounded up to whole ticks, so
-/// this is the precision of timeouts; a ticker thread waking 100 times a second costs
-/// nothing measurable on a Pi.
+/// How often the epoch advances. At each tick a running guest yields to the async runtime
+/// (so its call's wall-clock deadline can fire) and is stopped if past its deadline: this
+/// is the slack of a timeout on guest code that never calls the host. A ticker thread
+/// waking 100 times a second costs nothing measurable on a Pi.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Guest memories alive at once: the pool's scarce resource, as each reserves 4 GiB of
 /// address space (below). A call holds as many as its guest has, one for a Rust guest;
 /// callers past them (the bot runs `LLM_CONCURRENCY` workers, plus reloads and the CLI)
-/// wait for free ones, which takes a guest call's time: about a tenth of a millisecond.
+/// wait for free ones: usually a guest call's time, about a tenth of a millisecond, at
+/// worst the deadline of a call holding one. Each call also runs on one of as many pooled
+/// fiber stacks.
 pub const MEMORY_SLOTS: u32 = 16;
 // A guest is never given more memories than there are slots, so no caller waits forever.
 const _: () = assert!(MAX_MEMORIES as u32 <= MEMORY_SLOTS);
@@ -49,7 +53,7 @@ const MEMORY_GUARD: u64 = 32 << 20;
 pub struct GuestEngine {
     engine: Engine,
     linker: Linker<StageState>,
-    slots: MemorySlots,
+    slots: Semaphore,
     _ticker: EpochTicker,
 }
 
@@ -75,7 +79,8 @@ impl GuestEngine {
             .total_core_instances(MEMORY_SLOTS * MAX_INSTANCES as u32)
             .total_memories(MEMORY_SLOTS)
             .total_tables(MEMORY_SLOTS * MAX_TABLES as u32)
-            .total_stacks(0)
+            // Async calls run the guest on a fiber stack of its own, one per call.
+            .total_stacks(MEMORY_SLOTS)
             .max_tables_per_module(4)
             .max_memory_size(MAX_GUEST_MEMORY)
             .table_elements(MAX_TABLE_ELEMENTS)
@@ -90,7 +95,7 @@ impl GuestEngine {
         Ok(Arc::new(Self {
             engine,
             linker,
-            slots: MemorySlots::new(MEMORY_SLOTS),
+            slots: Semaphore::new(MEMORY_SLOTS as usize),
             _ticker: ticker,
         }))
     }
@@ -105,47 +110,11 @@ impl GuestEngine {
 
     /// Waits until `count` of the pool's memory slots are free and claims them; hold the
     /// claim while the call's `Store` lives.
-    pub fn memory_slots(&self, count: u32) -> MemoryClaim<'_> {
-        self.slots.claim(count)
-    }
-}
-
-/// Counts the pool's free memory slots, so a call past them waits instead of failing.
-struct MemorySlots {
-    free: Mutex<u32>,
-    freed: Condvar,
-}
-
-impl MemorySlots {
-    fn new(slots: u32) -> Self {
-        Self {
-            free: Mutex::new(slots),
-            freed: Condvar::new(),
-        }
-    }
-
-    fn claim(&self, count: u32) -> MemoryClaim<'_> {
-        let free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        let mut free = self
-            .freed
-            .wait_while(free, |free| *free < count)
-            .unwrap_or_else(|e| e.into_inner());
-        *free -= count;
-        MemoryClaim { slots: self, count }
-    }
-}
-
-/// One call's memory slots; given back when dropped.
-pub struct MemoryClaim<'a> {
-    slots: &'a MemorySlots,
-    count: u32,
-}
-
-impl Drop for MemoryClaim<'_> {
-    fn drop(&mut self) {
-        *self.slots.free.lock().unwrap_or_else(|e| e.into_inner()) += self.count;
-        // Waiters may need different counts: let each check.
-        self.slots.freed.notify_all();
+    pub async fn memory_slots(&self, count: u32) -> SemaphorePermit<'_> {
+        self.slots
+            .acquire_many(count)
+            .await
+            .expect("the memory slot semaphore is never closed")
     }
 }
 

@@ -8,7 +8,8 @@ use std::time::Duration;
 /// instance.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FailureKind {
-    /// The guest ran past its CPU deadline (an endless loop, or just too slow).
+    /// The call ran past its wall-clock deadline: an endless loop, a guest waiting on a
+    /// clock or a pollable, or one just too slow.
     #[error("ran longer than its {0:?} limit")]
     Timeout(Duration),
     /// The guest asked for more memory than its cap.
@@ -20,8 +21,12 @@ pub enum FailureKind {
     /// The guest panicked; `message` is its panic message from stderr when it printed one.
     #[error("panicked: {message}")]
     Panic { message: String },
-    /// Any other trap (e.g. an unreachable instruction, an out-of-bounds access).
-    #[error("trapped: {0}")]
+    /// The guest called `exit` instead of returning an answer.
+    #[error("exited (status {code}) instead of answering")]
+    Exited { code: i32 },
+    /// Any other trap (e.g. an unreachable instruction, an out-of-bounds access): the
+    /// trap's one-line description; the backtrace goes to the log only.
+    #[error("crashed: {0}")]
     Trap(String),
 }
 

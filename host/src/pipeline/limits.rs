@@ -9,7 +9,8 @@ use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 pub struct StageLimits {
     /// Cap on each of the guest's linear memories (a Rust guest has one that matters).
     pub memory_bytes: u64,
-    /// Wall-clock deadline for one call, enforced by epoch interruption.
+    /// Wall-clock deadline for one call, whatever the guest does: a timer drops a guest
+    /// waiting in a host call, epoch interruption stops guest code (see `stage`).
     pub timeout: Duration,
     /// Size of the text a guest may return (prompt messages or reply text, in bytes).
     pub max_output_bytes: usize,

@@ -7,6 +7,14 @@
 //!   WIT version.
 //!
 //! A `Pipeline` is immutable once loaded; a reload builds a new one and swaps it whole.
+//!
+//! Guest calls are async (wasmtime's `call_async` and WASI's async bindings) and bounded by
+//! a wall-clock deadline per call: a `tokio::time::timeout` drops a guest that waits in a
+//! host call, and the epoch ticker makes running guest code yield every tick and stop past
+//! the deadline. So a guest that sleeps, polls or loops costs its own message a timeout —
+//! never a thread, a worker or another chat's answer — and callers need no
+//! `spawn_blocking`. The slack is one epoch tick (10 ms) plus the longest single host
+//! call, which here never waits.
 
 mod cache;
 mod engine;
@@ -26,6 +34,7 @@ pub use engine::{GuestEngine, MEMORY_SLOTS};
 pub use error::{FailureKind, LoadError, StageError};
 pub use limits::{MAX_GUEST_MEMORY, StageLimits};
 pub use manifest::{Manifest, StageSpec};
+pub use sandbox::LOG_LINES_PER_CALL;
 pub use stage::{Outcome, Role, StageInfo};
 pub use watch::PipelineWatch;
 
@@ -51,18 +60,17 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Loads every stage of `manifest` (compiling through `cache`) and smoke-tests each.
-    /// Any failure rejects the whole pipeline.
-    pub fn load(
+    /// Loads every stage of `manifest` (compiling through `cache`, off the async runtime)
+    /// and smoke-tests each. Any failure rejects the whole pipeline.
+    pub async fn load(
         engine: Arc<GuestEngine>,
         manifest: Manifest,
         cache: &CompileCache,
     ) -> Result<Self, LoadError> {
-        let stages = manifest
-            .stages
-            .iter()
-            .map(|spec| Stage::load(&engine, cache, spec))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut stages = Vec::with_capacity(manifest.stages.len());
+        for spec in &manifest.stages {
+            stages.push(Stage::load(&engine, cache, spec).await?);
+        }
         Ok(Self {
             engine,
             manifest,
@@ -71,14 +79,14 @@ impl Pipeline {
     }
 
     /// Reads the manifest at `path` and loads it.
-    pub fn load_file(
+    pub async fn load_file(
         engine: Arc<GuestEngine>,
         path: &Path,
         defaults: &StageLimits,
         cache: &CompileCache,
     ) -> Result<Self, LoadError> {
         let manifest = Manifest::load(path, defaults)?;
-        Self::load(engine, manifest, cache)
+        Self::load(engine, manifest, cache).await
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -90,10 +98,14 @@ impl Pipeline {
     }
 
     /// Runs the formatters in order. A direct reply or a rejection ends the chain.
-    pub fn format(&self, ctx: &ChatContext, prompt: Prompt) -> Result<FormatOutcome, StageError> {
+    pub async fn format(
+        &self,
+        ctx: &ChatContext,
+        prompt: Prompt,
+    ) -> Result<FormatOutcome, StageError> {
         let mut prompt = prompt;
         for stage in self.stages.iter().filter(|s| s.role().formats()) {
-            match stage.format(&self.engine, ctx, &prompt)? {
+            match stage.format(&self.engine, ctx, &prompt).await? {
                 Outcome::Prompt(next) => prompt = next,
                 Outcome::Reply(reply) => return Ok(FormatOutcome::Reply { prompt, reply }),
                 Outcome::Reject(reason) => {
@@ -109,7 +121,7 @@ impl Pipeline {
 
     /// Runs the shapers in order on `reply` (the LLM's text so far, or all of it when
     /// `done`).
-    pub fn shape(
+    pub async fn shape(
         &self,
         ctx: &ChatContext,
         prompt: &Prompt,
@@ -118,7 +130,7 @@ impl Pipeline {
     ) -> Result<Reply, StageError> {
         let mut reply = reply;
         for stage in self.stages.iter().filter(|s| s.role().shapes()) {
-            reply = stage.shape(&self.engine, ctx, prompt, &reply, done)?;
+            reply = stage.shape(&self.engine, ctx, prompt, &reply, done).await?;
         }
         Ok(reply)
     }

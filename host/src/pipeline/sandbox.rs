@@ -1,5 +1,9 @@
 //! What a guest can reach: WASI with nothing granted, the `host` interface (log, config),
-//! and its stdout/stderr captured into the host log. One `StageState` per call.
+//! and its stdout/stderr captured into the host log under a per-call budget. One
+//! `StageState` per call.
+//!
+//! WASI is linked with its *async* bindings: a guest that sleeps or polls waits on the
+//! async runtime, where its call's deadline can drop it, instead of blocking a thread.
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
@@ -11,7 +15,7 @@ use wasmtime::component::{HasData, Linker, ResourceTable};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream, WasiCli, WasiCliView as _};
 use wasmtime_wasi::clocks::{WasiClocks, WasiClocksView as _};
 use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
-use wasmtime_wasi::p2::bindings::sync as wasi;
+use wasmtime_wasi::p2::bindings as wasi;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView as _};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -19,9 +23,14 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::limits::{Limiter, StageLimits};
 use super::wit::v0_1_0 as v1;
 
-/// How much of a guest's stdout/stderr one call may leave in the log; the rest is dropped
-/// (and counted), so a chatty guest cannot flood the Pi's disk.
+/// How much of each of a guest's stdout and stderr one call keeps in memory (to be logged,
+/// and to find a panic message in); the rest is dropped and counted.
 const CAPTURED_OUTPUT_BYTES: usize = 16 * 1024;
+/// What one call may write to the host log: `log` calls and stdout/stderr lines together.
+/// Past either cap lines are dropped (a line cut at the byte cap is shortened), and one
+/// warning after the call counts them, so a chatty guest cannot flood the Pi's disk.
+pub const LOG_LINES_PER_CALL: usize = 64;
+const LOG_BYTES_PER_CALL: usize = 16 * 1024;
 
 /// The store data of one stage call.
 pub struct StageState {
@@ -32,6 +41,7 @@ pub struct StageState {
     pub limiter: Limiter,
     pub stdout: CapturedOutput,
     pub stderr: CapturedOutput,
+    log_budget: LogBudget,
 }
 
 impl StageState {
@@ -57,20 +67,75 @@ impl StageState {
             limiter: Limiter::new(limits),
             stdout,
             stderr,
+            log_budget: LogBudget::default(),
         }
     }
 
-    /// Writes what the guest printed to the host log, tagged with the stage.
-    pub fn flush_output_to_log(&self) {
+    /// Writes what the guest printed to the host log, tagged with the stage, within the
+    /// call's log budget; then one warning if anything was dropped.
+    pub fn flush_output_to_log(&mut self) {
         for (stream, output) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
             let (text, dropped) = output.take();
+            self.log_budget.dropped_bytes += dropped;
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                tracing::info!(stage = %self.stage, stream, "guest: {line}");
-            }
-            if dropped > 0 {
-                tracing::warn!(stage = %self.stage, stream, dropped, "guest output over {CAPTURED_OUTPUT_BYTES} bytes dropped");
+                if let Some(line) = self.log_budget.admit(line) {
+                    tracing::info!(stage = %self.stage, stream, "guest: {line}");
+                }
             }
         }
+        let LogBudget {
+            dropped_lines,
+            dropped_bytes,
+            ..
+        } = self.log_budget;
+        if dropped_lines > 0 || dropped_bytes > 0 {
+            tracing::warn!(
+                stage = %self.stage,
+                "guest log over its budget of {LOG_LINES_PER_CALL} lines and {} KiB per call \
+                 (log calls, stdout and stderr together): {dropped_lines} lines, \
+                 {dropped_bytes} bytes dropped",
+                LOG_BYTES_PER_CALL / 1024
+            );
+        }
+    }
+}
+
+/// What is left of one call's log budget, and what was dropped past it.
+struct LogBudget {
+    lines_left: usize,
+    bytes_left: usize,
+    dropped_lines: usize,
+    dropped_bytes: usize,
+}
+
+impl Default for LogBudget {
+    fn default() -> Self {
+        Self {
+            lines_left: LOG_LINES_PER_CALL,
+            bytes_left: LOG_BYTES_PER_CALL,
+            dropped_lines: 0,
+            dropped_bytes: 0,
+        }
+    }
+}
+
+impl LogBudget {
+    /// The part of `line` that may still be logged (shortened at the byte cap), or `None`
+    /// when the budget is spent; what is cut is counted.
+    fn admit<'a>(&mut self, line: &'a str) -> Option<&'a str> {
+        if self.lines_left == 0 || self.bytes_left == 0 {
+            self.dropped_lines += 1;
+            self.dropped_bytes += line.len();
+            return None;
+        }
+        let mut end = line.len().min(self.bytes_left);
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.lines_left -= 1;
+        self.bytes_left -= end;
+        self.dropped_bytes += line.len() - end;
+        Some(&line[..end])
     }
 }
 
@@ -86,6 +151,9 @@ impl WasiView for StageState {
 impl v1::host::Host for StageState {
     fn log(&mut self, level: v1::host::Level, message: String) {
         use v1::host::Level;
+        let Some(message) = self.log_budget.admit(&message) else {
+            return;
+        };
         let stage = &*self.stage;
         match level {
             Level::Trace => tracing::trace!(stage, "{message}"),
@@ -103,8 +171,9 @@ impl v1::host::Host for StageState {
 
 impl v1::types::Host for StageState {}
 
-/// Links everything a guest may import: the `host` interface and WASI p2 *without* sockets,
-/// so a guest that imports `wasi:sockets` fails to load with a clear "unknown import".
+/// Links everything a guest may import: the `host` interface and WASI p2 (async bindings)
+/// *without* sockets, so a guest that imports `wasi:sockets` fails to load with a clear
+/// "unknown import".
 pub fn link(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
     v1::StageGuest::add_to_linker::<_, HasSelf>(linker, |state| state)?;
 

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use wasmtime::component::{Instance, InstancePre};
-use wasmtime::{Store, Trap};
+use futures_util::future::BoxFuture;
+use wasmtime::component::{Component, Instance, InstancePre};
+use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::cache::{CompileCache, CompileSource, ContentHash};
-use super::engine::{EPOCH_TICK, GuestEngine};
+use super::engine::GuestEngine;
 use super::error::{FailureKind, LoadError, StageError};
 use super::limits::{MAX_MEMORIES, StageLimits};
 use super::manifest::StageSpec;
@@ -68,6 +69,50 @@ pub enum Outcome {
     Reject(String),
 }
 
+/// One call into a guest's export, run by [`Stage::call`] on the store it set up.
+type GuestCall<'s, R> = BoxFuture<'s, wasmtime::Result<R>>;
+
+/// A guest compiled (or taken from the cache), not yet linked.
+struct Compiled {
+    component: Component,
+    size_bytes: usize,
+    hash: ContentHash,
+    source: CompileSource,
+}
+
+/// Reads and compiles the guest at `path` (blocking: file I/O and Cranelift).
+fn compile(
+    engine: &GuestEngine,
+    cache: &CompileCache,
+    stage: String,
+    path: PathBuf,
+) -> Result<Compiled, LoadError> {
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(source) => {
+            return Err(LoadError::ReadGuest {
+                stage,
+                path,
+                source,
+            });
+        }
+    };
+    let hash = ContentHash::of(&bytes);
+    match cache.load_or_compile(engine.engine(), &bytes, hash) {
+        Ok((component, source)) => Ok(Compiled {
+            component,
+            size_bytes: bytes.len(),
+            hash,
+            source,
+        }),
+        Err(e) => Err(LoadError::Compile {
+            stage,
+            path,
+            message: format!("{e:#}"),
+        }),
+    }
+}
+
 pub struct Stage {
     info: StageInfo,
     name: Arc<str>,
@@ -80,28 +125,29 @@ pub struct Stage {
 }
 
 impl Stage {
-    /// Compiles (or loads from cache), links and smoke-tests the guest of `spec`.
-    pub fn load(
-        engine: &GuestEngine,
+    /// Compiles (or loads from cache), links and smoke-tests the guest of `spec`. The
+    /// compile runs off the async runtime: Cranelift may take seconds on a Pi.
+    pub async fn load(
+        engine: &Arc<GuestEngine>,
         cache: &CompileCache,
         spec: &StageSpec,
     ) -> Result<Self, LoadError> {
         let started = Instant::now();
         let stage = spec.name.clone();
         let path = spec.guest.clone();
-        let bytes = std::fs::read(&path).map_err(|source| LoadError::ReadGuest {
-            stage: stage.clone(),
-            path: path.clone(),
+        let compiled = tokio::task::spawn_blocking({
+            let (engine, cache, stage, path) =
+                (engine.clone(), cache.clone(), stage.clone(), path.clone());
+            move || compile(&engine, &cache, stage, path)
+        })
+        .await
+        .expect("compiling a guest panicked")?;
+        let Compiled {
+            component,
+            size_bytes,
+            hash,
             source,
-        })?;
-        let hash = ContentHash::of(&bytes);
-        let (component, source) = cache
-            .load_or_compile(engine.engine(), &bytes, hash)
-            .map_err(|e| LoadError::Compile {
-                stage: stage.clone(),
-                path: path.clone(),
-                message: format!("{e:#}"),
-            })?;
+        } = compiled;
         let pre = engine
             .linker()
             .instantiate_pre(&component)
@@ -129,7 +175,7 @@ impl Stage {
                 name: stage.clone(),
                 guest: path.clone(),
                 role,
-                size_bytes: bytes.len(),
+                size_bytes,
                 hash,
                 source,
                 load_time: Duration::ZERO,
@@ -145,6 +191,7 @@ impl Stage {
         };
         loaded
             .smoke_test(engine)
+            .await
             .map_err(|message| LoadError::Smoke {
                 stage,
                 path,
@@ -170,7 +217,7 @@ impl Stage {
     /// Instantiates the guest and calls each of its exports once with a sample message, so
     /// a guest that traps on start, exports the wrong signatures or fails on every call is
     /// refused at load time, not on a user's message.
-    fn smoke_test(&self, engine: &GuestEngine) -> Result<(), String> {
+    async fn smoke_test(&self, engine: &GuestEngine) -> Result<(), String> {
         let ctx = ChatContext::default();
         let prompt = Prompt {
             model: "smoke-test".into(),
@@ -182,11 +229,13 @@ impl Stage {
         };
         if self.formatter.is_some() {
             self.format(engine, &ctx, &prompt)
+                .await
                 .map_err(|e| e.kind.to_string())?;
         }
         if self.shaper.is_some() {
             let reply = Reply::plain("Hi! **This** is a `smoke test`.");
             self.shape(engine, &ctx, &prompt, &reply, true)
+                .await
                 .map_err(|e| e.kind.to_string())?;
         }
         Ok(())
@@ -194,25 +243,31 @@ impl Stage {
 
     /// Runs the formatter export. Panics if the stage is not a formatter (the pipeline only
     /// calls roles it detected).
-    pub fn format(
+    pub async fn format(
         &self,
         engine: &GuestEngine,
         ctx: &ChatContext,
         prompt: &Prompt,
     ) -> Result<Outcome, StageError> {
+        // Owned, so the call's future borrows nothing but its store.
         let indices = self
             .formatter
-            .as_ref()
+            .clone()
             .expect("format called on a stage without a formatter");
         let (ctx, prompt) = (
             v1::types::ChatContext::from(ctx),
             v1::types::Prompt::from(prompt),
         );
-        let outcome = self.call(engine, |store, instance| {
-            indices
-                .load(&mut *store, instance)?
-                .call_format(&mut *store, &ctx, &prompt)
-        })?;
+        let outcome = self
+            .call(engine, move |store, instance| {
+                Box::pin(async move {
+                    indices
+                        .load(&mut *store, &instance)?
+                        .call_format(&mut *store, &ctx, &prompt)
+                        .await
+                })
+            })
+            .await?;
         let outcome = match outcome {
             v1::types::Outcome::Prompt(p) => Outcome::Prompt(p.into()),
             v1::types::Outcome::Reply(r) => Outcome::Reply(r.into()),
@@ -223,7 +278,7 @@ impl Stage {
     }
 
     /// Runs the shaper export. Panics if the stage is not a shaper.
-    pub fn shape(
+    pub async fn shape(
         &self,
         engine: &GuestEngine,
         ctx: &ChatContext,
@@ -233,7 +288,7 @@ impl Stage {
     ) -> Result<Reply, StageError> {
         let indices = self
             .shaper
-            .as_ref()
+            .clone()
             .expect("shape called on a stage without a shaper");
         let (ctx, prompt, reply) = (
             v1::types::ChatContext::from(ctx),
@@ -241,51 +296,80 @@ impl Stage {
             v1::types::Reply::from(reply),
         );
         let shaped: Reply = self
-            .call(engine, |store, instance| {
-                indices.load(&mut *store, instance)?.call_shape(
-                    &mut *store,
-                    &ctx,
-                    &prompt,
-                    &reply,
-                    done,
-                )
-            })?
+            .call(engine, move |store, instance| {
+                Box::pin(async move {
+                    indices
+                        .load(&mut *store, &instance)?
+                        .call_shape(&mut *store, &ctx, &prompt, &reply, done)
+                        .await
+                })
+            })
+            .await?
             .into();
         self.check_output_size(shaped.text.len())?;
         Ok(shaped)
     }
 
-    /// Instantiates the guest in a fresh store under this stage's limits and runs `f`.
-    fn call<R>(
+    /// Instantiates the guest in a fresh store under this stage's limits and runs `f`,
+    /// returning within the stage's timeout whatever the guest does: guest code is stopped
+    /// at the first epoch tick past the deadline, and a guest waiting in a host call (a
+    /// sleep, a poll) is dropped there by the timer.
+    async fn call<R>(
         &self,
         engine: &GuestEngine,
-        f: impl FnOnce(&mut Store<StageState>, &Instance) -> wasmtime::Result<R>,
+        f: impl for<'s> FnOnce(&'s mut Store<StageState>, Instance) -> GuestCall<'s, R>,
     ) -> Result<R, StageError> {
         let limits = &self.info.limits;
         // Declared before the store, so dropped after it: the instance goes back to the
         // pool before its slots are handed to the next caller.
-        let _slots = engine.memory_slots(self.memories_per_call);
+        let _slots = engine.memory_slots(self.memories_per_call).await;
         let mut store = Store::new(
             engine.engine(),
             StageState::new(self.name.clone(), self.config.clone(), limits),
         );
         store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(deadline_ticks(limits.timeout));
-        store.epoch_deadline_trap();
+        // At every tick the guest yields to the runtime, so the timer below can fire even
+        // while guest code runs without calling the host; past the deadline it is stopped.
+        let deadline = Instant::now() + limits.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
 
-        let result = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| f(&mut store, &instance));
-        let stderr = store.data().stderr.peek();
-        store.data().flush_output_to_log();
-        result.map_err(|error| {
-            let kind = classify(&error, store.data().limiter.memory_cap_hit, limits, &stderr);
+        let run = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            f(&mut store, instance).await
+        };
+        let result = match tokio::time::timeout(limits.timeout, run).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => {
+                let state = store.data();
+                let kind = classify(
+                    &error,
+                    state.limiter.memory_cap_hit,
+                    limits,
+                    &state.stderr.peek(),
+                );
+                // Wasm backtraces and offsets help the guest's author, not the user.
+                Err((kind, Some(format!("{error:#}"))))
+            }
+            // Dropped where it waited; the store is not used again.
+            Err(_elapsed) => Err((FailureKind::Timeout(limits.timeout), None)),
+        };
+        store.data_mut().flush_output_to_log();
+        result.map_err(|(kind, details)| {
             let failure = StageError {
                 stage: self.info.name.clone(),
                 kind,
             };
-            tracing::warn!(stage = %self.name, "{failure}");
+            match details {
+                Some(details) => tracing::warn!(stage = %self.name, details, "{failure}"),
+                None => tracing::warn!(stage = %self.name, "{failure}"),
+            }
             failure
         })
     }
@@ -304,14 +388,6 @@ impl Stage {
     }
 }
 
-/// Epoch ticks for a deadline, rounded up, plus one for the tick already under way.
-fn deadline_ticks(timeout: Duration) -> u64 {
-    let tick = EPOCH_TICK.as_nanos();
-    u64::try_from(timeout.as_nanos().div_ceil(tick))
-        .unwrap_or(u64::MAX)
-        .saturating_add(1)
-}
-
 fn outcome_size(outcome: &Outcome) -> usize {
     match outcome {
         Outcome::Prompt(p) => {
@@ -324,13 +400,17 @@ fn outcome_size(outcome: &Outcome) -> usize {
     }
 }
 
-/// Names the reason a guest call failed, most specific first.
+/// Names the reason a guest call failed, most specific first, in a short sentence for the
+/// user (no backtrace, no wasm offsets).
 fn classify(
     error: &wasmtime::Error,
     memory_cap_hit: bool,
     limits: &StageLimits,
     stderr: &str,
 ) -> FailureKind {
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return FailureKind::Exited { code: exit.0 };
+    }
     if error.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
         return FailureKind::Timeout(limits.timeout);
     }
@@ -344,7 +424,9 @@ fn classify(
     }
     match error.downcast_ref::<Trap>() {
         Some(trap) => FailureKind::Trap(trap.to_string()),
-        None => FailureKind::Trap(format!("{error:#}")),
+        // A host-side error (say, a value the guest returned that cannot be lifted): its
+        // innermost cause, which is the part that says what happened.
+        None => FailureKind::Trap(error.root_cause().to_string()),
     }
 }
 
@@ -368,13 +450,6 @@ fn panic_message(stderr: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn deadline_rounds_up_to_whole_ticks() {
-        assert_eq!(deadline_ticks(Duration::from_millis(1000)), 101);
-        assert_eq!(deadline_ticks(Duration::from_millis(1)), 2);
-        assert_eq!(deadline_ticks(Duration::from_millis(15)), 3);
-    }
 
     #[test]
     fn panic_message_is_taken_from_rust_panic_output() {

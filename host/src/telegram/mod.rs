@@ -31,6 +31,8 @@ use handlers::Service;
 const POLL_TIMEOUT_SECS: u32 = 25;
 /// Longest pause between retries while Telegram is unreachable (flaky Wi-Fi).
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long a stopping bot tries to tell Telegram which updates it handled.
+const CONFIRM_ON_SHUTDOWN: Duration = Duration::from_secs(3);
 
 /// A bot for `config`'s token and API server.
 pub fn bot(config: &TelegramConfig) -> Bot {
@@ -72,9 +74,8 @@ pub async fn identify(bot: &Bot, shutdown: &CancellationToken) -> anyhow::Result
                     "cannot reach Telegram ({}); retrying",
                     redact(&e.to_string(), bot)
                 );
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = shutdown.cancelled() => return Ok(None),
+                if !pause(wait, shutdown).await {
+                    return Ok(None);
                 }
             }
         }
@@ -141,7 +142,7 @@ pub async fn poll(
                 updates
             }
             Err(RequestError::RetryAfter(seconds)) => {
-                tokio::time::sleep(seconds.duration()).await;
+                pause(seconds.duration(), &shutdown).await;
                 continue;
             }
             Err(e) => {
@@ -152,7 +153,7 @@ pub async fn poll(
                     "getUpdates failed ({}); retrying",
                     redact(&e.to_string(), &bot)
                 );
-                tokio::time::sleep(wait).await;
+                pause(wait, &shutdown).await;
                 continue;
             }
         };
@@ -175,7 +176,7 @@ pub async fn poll(
                     redact(&format!("{e:#}"), &bot)
                 );
                 failures += 1;
-                tokio::time::sleep(backoff(failures)).await;
+                pause(backoff(failures), &shutdown).await;
                 break;
             }
             offset = id as i32 + 1;
@@ -190,15 +191,26 @@ pub async fn poll(
             tracing::error!("cannot save the update offset: {e}");
             offset = previous_offset;
             failures += 1;
-            tokio::time::sleep(backoff(failures)).await;
+            pause(backoff(failures), &shutdown).await;
         }
     }
-    // Confirm what was handled, so a restart does not see those updates again.
-    let _ = bot.get_updates().offset(offset).timeout(0).limit(1).await;
+    // Confirm what was handled, so a restart does not see those updates again; not worth
+    // holding up the shutdown for when Telegram is unreachable.
+    let confirm = bot.get_updates().offset(offset).timeout(0).limit(1).send();
+    let _ = tokio::time::timeout(CONFIRM_ON_SHUTDOWN, confirm).await;
 }
 
+/// Waits between retries: 2, 4, 8, 16, then 30 seconds.
 fn backoff(attempt: u32) -> Duration {
     Duration::from_secs(1 << attempt.clamp(1, 5)).min(MAX_BACKOFF)
+}
+
+/// Sleeps for `wait`, or until `shutdown`; false if it was the shutdown.
+async fn pause(wait: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => true,
+        () = shutdown.cancelled() => false,
+    }
 }
 
 #[cfg(test)]

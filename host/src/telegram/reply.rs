@@ -2,15 +2,15 @@
 //! edits (paced by the service), continued in new messages past 4096 characters, resent as
 //! plain text if Telegram rejects the HTML, and waiting out 429s.
 
-use std::time::Duration;
+use std::collections::BTreeSet;
 
 use teloxide::ApiError;
 use teloxide::RequestError;
 use teloxide::prelude::*;
 use teloxide::types::{ChatAction, MessageId, ParseMode, ReplyParameters};
 
-use super::redact;
 use super::text::{MESSAGE_LIMIT, html_to_plain, split_html, split_plain};
+use super::{backoff, redact};
 use crate::chat::{Replies, ReplySink};
 use crate::prompt::{Reply, TextFormat};
 use crate::store::PendingJob;
@@ -21,11 +21,12 @@ const DELIVERY_ATTEMPTS: u32 = 5;
 /// Opens replies in Telegram.
 pub struct TelegramReplies {
     bot: Bot,
+    admins: BTreeSet<i64>,
 }
 
 impl TelegramReplies {
-    pub fn new(bot: Bot) -> Self {
-        Self { bot }
+    pub fn new(bot: Bot, admins: BTreeSet<i64>) -> Self {
+        Self { bot, admins }
     }
 }
 
@@ -41,6 +42,10 @@ impl Replies for TelegramReplies {
             html_rejected: false,
             quiet_until: None,
         }
+    }
+
+    async fn tell_admins(&self, text: &str) {
+        super::tell_admins(&self.bot, &self.admins, text).await;
     }
 }
 
@@ -164,10 +169,6 @@ impl TelegramReply {
             tokio::time::sleep(wait).await;
         }
     }
-}
-
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_secs(1 << attempt.min(5))
 }
 
 impl ReplySink for TelegramReply {

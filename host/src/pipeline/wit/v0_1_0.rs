@@ -5,6 +5,9 @@ use crate::prompt;
 wasmtime::component::bindgen!({
     path: "../wit/v0.1.0",
     world: "stage-guest",
+    // Guest calls are async so that a call can be dropped at its deadline wherever the
+    // guest is, even blocked in a WASI call; the host functions themselves never wait.
+    exports: { default: async },
 });
 
 pub use self::pi_agent::pipeline::host;

@@ -1,0 +1,520 @@
+//! The chat service's queue and workers, in-process and on a paused clock
+//! (`tokio::time::pause`): waits and deadlines are checked to the millisecond without a
+//! test sleeping. The LLM and the reply sink are in-memory fakes; the pipeline is the real
+//! sandbox running the hostile test guest (it upper-cases messages and replies, and
+//! misbehaves on command).
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use pi_agent::chat::{Accepted, ChatService, MAX_ATTEMPTS, Replies, ReplySink};
+use pi_agent::config::{ChatConfig, LlmConfig};
+use pi_agent::llm::{
+    GenerationStats, LlmBackend, LlmError, ModelInfo, ReplyEvent, ReplyStream, RunningModel,
+};
+use pi_agent::prompt::{Prompt, Reply};
+use pi_agent::store::{NewJob, PendingJob, Store};
+use pi_agent_tests::{Scratch, guests};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const GRACE: Duration = Duration::from_secs(5);
+/// The hostile stage's deadline in these tests.
+const STAGE_TIMEOUT: Duration = Duration::from_millis(500);
+
+// ---- a scripted LLM ----
+
+/// What the fake LLM does for one request.
+#[derive(Clone)]
+enum Answer {
+    /// These tokens, one per `every`, then done.
+    Tokens {
+        tokens: Vec<String>,
+        every: Duration,
+    },
+    /// Nothing, for ever (a hung Ollama).
+    Hang,
+    /// This error after `after` without a token.
+    FailAfter { after: Duration, error: LlmError },
+}
+
+impl Answer {
+    fn words(text: &str, every: Duration) -> Self {
+        Self::Tokens {
+            tokens: text.split_inclusive(' ').map(str::to_owned).collect(),
+            every,
+        }
+    }
+}
+
+/// Answers from a script, then "re <question>", one word per `echo_every`.
+struct FakeLlm {
+    answers: Mutex<VecDeque<Answer>>,
+    echo_every: Duration,
+    /// The last user message of each request, and when it came.
+    requests: Mutex<Vec<(String, Instant)>>,
+}
+
+impl FakeLlm {
+    fn new(echo_every: Duration) -> Self {
+        Self {
+            answers: Mutex::default(),
+            echo_every,
+            requests: Mutex::default(),
+        }
+    }
+
+    fn push(&self, answer: Answer) {
+        self.answers.lock().unwrap().push_back(answer);
+    }
+
+    fn requests(&self) -> Vec<(String, Instant)> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+impl LlmBackend for FakeLlm {
+    fn chat(&self, prompt: &Prompt) -> BoxFuture<'_, Result<ReplyStream, LlmError>> {
+        let question = prompt.messages.last().unwrap().content.clone();
+        self.requests
+            .lock()
+            .unwrap()
+            .push((question.clone(), Instant::now()));
+        let answer = self
+            .answers
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or_else(|| Answer::words(&format!("re {question}"), self.echo_every));
+        Box::pin(async move {
+            let stream: ReplyStream = match answer {
+                Answer::Tokens { tokens, every } => {
+                    let events = tokens
+                        .into_iter()
+                        .map(ReplyEvent::Delta)
+                        .chain([ReplyEvent::Done(GenerationStats::default())]);
+                    futures_util::stream::iter(events)
+                        .then(move |event| async move {
+                            tokio::time::sleep(every).await;
+                            Ok(event)
+                        })
+                        .boxed()
+                }
+                Answer::Hang => futures_util::stream::pending().boxed(),
+                Answer::FailAfter { after, error } => futures_util::stream::once(async move {
+                    tokio::time::sleep(after).await;
+                    Err(error)
+                })
+                .boxed(),
+            };
+            Ok(stream)
+        })
+    }
+
+    fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, LlmError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn running_models(&self) -> BoxFuture<'_, Result<Vec<RunningModel>, LlmError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn check_model<'a>(&'a self, _model: &'a str) -> BoxFuture<'a, Result<(), LlmError>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+// ---- a recording reply sink ----
+
+#[derive(Debug, Clone, PartialEq)]
+enum Shown {
+    Partial(String),
+    Finish(String),
+    Notice(String),
+}
+
+#[derive(Default)]
+struct Recorder {
+    /// (chat, when, what) in the order it happened.
+    shown: Mutex<Vec<(i64, Instant, Shown)>>,
+    admins: Mutex<Vec<String>>,
+}
+
+impl Recorder {
+    fn shown(&self, chat: i64) -> Vec<(Instant, Shown)> {
+        let shown = self.shown.lock().unwrap();
+        shown
+            .iter()
+            .filter(|(c, ..)| *c == chat)
+            .map(|(_, at, s)| (*at, s.clone()))
+            .collect()
+    }
+
+    /// The final text or notice of `chat`'s answers, in order.
+    fn endings(&self, chat: i64) -> Vec<Shown> {
+        self.shown(chat)
+            .into_iter()
+            .map(|(_, s)| s)
+            .filter(|s| !matches!(s, Shown::Partial(_)))
+            .collect()
+    }
+
+    fn admin_messages(&self) -> Vec<String> {
+        self.admins.lock().unwrap().clone()
+    }
+}
+
+#[derive(Clone, Default)]
+struct Recorded(Arc<Recorder>);
+
+struct RecordedSink {
+    recorder: Arc<Recorder>,
+    chat: i64,
+}
+
+impl RecordedSink {
+    fn record(&self, shown: Shown) {
+        let entry = (self.chat, Instant::now(), shown);
+        self.recorder.shown.lock().unwrap().push(entry);
+    }
+}
+
+impl Replies for Recorded {
+    type Sink = RecordedSink;
+
+    fn open(&self, job: &PendingJob) -> RecordedSink {
+        RecordedSink {
+            recorder: self.0.clone(),
+            chat: job.chat_id,
+        }
+    }
+
+    async fn tell_admins(&self, text: &str) {
+        self.0.admins.lock().unwrap().push(text.to_owned());
+    }
+}
+
+impl ReplySink for RecordedSink {
+    async fn working(&mut self) {}
+
+    async fn partial(&mut self, reply: &Reply) {
+        self.record(Shown::Partial(reply.text.clone()));
+    }
+
+    async fn finish(&mut self, reply: &Reply) -> anyhow::Result<()> {
+        self.record(Shown::Finish(reply.text.clone()));
+        Ok(())
+    }
+
+    async fn notice(&mut self, text: &str) -> anyhow::Result<()> {
+        self.record(Shown::Notice(text.to_owned()));
+        Ok(())
+    }
+}
+
+// ---- the service under test ----
+
+struct Setup {
+    service: Arc<ChatService<Recorded>>,
+    llm: Arc<FakeLlm>,
+    recorder: Arc<Recorder>,
+    shutdown: CancellationToken,
+    workers: tokio::task::JoinHandle<()>,
+    scratch: Scratch,
+    next_message: i32,
+}
+
+impl Setup {
+    /// A service with `workers` workers on the hostile pipeline, and its workers running.
+    async fn start(workers: usize) -> Self {
+        Self::start_with(workers, Duration::from_millis(10), |_| {}).await
+    }
+
+    /// Like `start`, with the LLM echoing a word per `echo_every`, and `prepare` may fill
+    /// the store first.
+    async fn start_with(
+        workers: usize,
+        echo_every: Duration,
+        prepare: impl FnOnce(&mut Store),
+    ) -> Self {
+        let scratch = Scratch::default();
+        let manifest = scratch.single_stage(
+            "hostile",
+            guests::HOSTILE,
+            &format!("timeout_ms = {}", STAGE_TIMEOUT.as_millis()),
+        );
+        let pipeline = pi_agent_tests::load(&manifest).await;
+        let mut store = Store::open(&database(scratch.path())).unwrap();
+        prepare(&mut store);
+        let llm = Arc::new(FakeLlm::new(echo_every));
+        let replies = Recorded::default();
+        let recorder = replies.0.clone();
+        let service = ChatService::new(
+            ChatConfig {
+                history_messages: 10,
+                queue_capacity: 10,
+                llm_concurrency: workers,
+                shutdown_grace: GRACE,
+                edit_interval: Duration::from_secs(1),
+            },
+            LlmConfig {
+                ollama: Default::default(),
+                model: "test".into(),
+                options: Default::default(),
+            },
+            llm.clone(),
+            Arc::new(ArcSwap::from_pointee(pipeline)),
+            store,
+            replies,
+        );
+        service.recover().await.unwrap();
+        let shutdown = CancellationToken::new();
+        let workers = tokio::spawn({
+            let (service, shutdown) = (service.clone(), shutdown.clone());
+            async move { service.run_workers(shutdown).await }
+        });
+        Self {
+            service,
+            llm,
+            recorder,
+            shutdown,
+            workers,
+            scratch,
+            next_message: 0,
+        }
+    }
+
+    async fn send(&mut self, chat: i64, text: &str) -> Accepted {
+        self.next_message += 1;
+        self.service
+            .accept(new_job(chat, self.next_message, text))
+            .await
+            .unwrap()
+    }
+
+    /// Waits (on the paused clock) until `chat` has `n` answers or notices.
+    async fn answered(&self, chat: i64, n: usize) {
+        let give_up = Instant::now() + Duration::from_secs(600);
+        while self.recorder.endings(chat).len() < n {
+            assert!(
+                Instant::now() < give_up,
+                "chat {chat} got {:?}",
+                self.recorder.shown(chat)
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the workers as the bot does on SIGTERM; returns how long that took.
+    async fn shut_down(self) -> (Duration, Scratch) {
+        let started = Instant::now();
+        self.shutdown.cancel();
+        self.workers.await.unwrap();
+        (started.elapsed(), self.scratch)
+    }
+}
+
+fn database(dir: &Path) -> std::path::PathBuf {
+    dir.join("data/pi-agent.sqlite3")
+}
+
+fn new_job(chat: i64, message_id: i32, text: &str) -> NewJob {
+    NewJob {
+        chat_id: chat,
+        message_id,
+        user_id: chat,
+        text: text.to_owned(),
+        context: Default::default(),
+        received_unix_ms: 0,
+    }
+}
+
+fn pending(dir: &Path) -> Vec<PendingJob> {
+    Store::open(&database(dir)).unwrap().pending().unwrap()
+}
+
+fn finish(text: &str) -> Shown {
+    Shown::Finish(text.to_owned())
+}
+
+// ---- the tests ----
+
+#[tokio::test(start_paused = true)]
+async fn a_chats_messages_are_answered_in_order_while_other_chats_go_ahead() {
+    let mut s = Setup::start_with(2, Duration::from_secs(1), |_| {}).await;
+    s.send(1, "one").await;
+    // Chat 1 is busy: its second message waits behind the first, free worker or not.
+    assert_eq!(s.send(1, "two").await, Accepted::Queued { ahead: 1 });
+    s.send(2, "three").await;
+    s.answered(1, 2).await;
+    s.answered(2, 1).await;
+    assert_eq!(s.recorder.endings(1), [finish("RE ONE"), finish("RE TWO")]);
+    assert_eq!(s.recorder.endings(2), [finish("RE THREE")]);
+    let asked_at = |question: &str| {
+        let requests = s.llm.requests();
+        requests.iter().find(|(q, _)| q == question).unwrap().1
+    };
+    let first_done = s.recorder.shown(1)[..]
+        .iter()
+        .find(|(_, shown)| *shown == finish("RE ONE"))
+        .unwrap()
+        .0;
+    // Chat 2 did not wait for chat 1's first answer; chat 1's second message did.
+    assert!(asked_at("THREE") < first_done, "chat 2 went ahead");
+    assert!(asked_at("TWO") >= first_done, "chat 1 kept its order");
+    s.shut_down().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_delivers_what_was_written_and_ends_the_job() {
+    let mut s = Setup::start(1).await;
+    s.llm.push(Answer::words(
+        "one two three four five six seven eight",
+        Duration::from_secs(1),
+    ));
+    s.send(7, "count").await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(s.service.stop(7), "a generation was running");
+    s.answered(7, 2).await;
+    assert_eq!(
+        s.recorder.endings(7),
+        [finish("ONE TWO THREE "), Shown::Notice("⏹ Stopped.".into())]
+    );
+    assert!(!s.service.stop(7), "nothing runs any more");
+    s.send(7, "next").await;
+    s.answered(7, 3).await;
+    assert_eq!(s.recorder.endings(7)[2], finish("RE NEXT"));
+    let (_, scratch) = s.shut_down().await;
+    assert!(pending(scratch.path()).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_shutdown_a_running_answer_finishes_within_the_grace_period_and_waiting_ones_stay() {
+    let mut s = Setup::start(1).await;
+    s.llm.push(Answer::words("a b c", Duration::from_secs(1)));
+    s.send(1, "running").await;
+    // Waits: the only worker is busy.
+    s.send(2, "waiting").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (took, scratch) = s.shut_down().await;
+    assert!(
+        took >= Duration::from_millis(2500) && took < GRACE,
+        "{took:?}"
+    );
+    let left: Vec<String> = pending(scratch.path())
+        .into_iter()
+        .map(|j| j.text)
+        .collect();
+    assert_eq!(
+        left,
+        ["waiting"],
+        "the running answer was delivered, the waiting one stays"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_shutdown_an_answer_past_the_grace_period_is_cut_and_stays_pending_uncounted() {
+    let mut s = Setup::start(1).await;
+    s.llm.push(Answer::Hang);
+    s.send(1, "hangs").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (took, scratch) = s.shut_down().await;
+    // The grace period, and not a moment for ever.
+    assert!(
+        took >= GRACE && took < GRACE + Duration::from_secs(2),
+        "{took:?}"
+    );
+    let left = pending(scratch.path());
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].attempts, 0, "a shutdown is not the job's fault");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_guest_that_sleeps_costs_its_own_message_a_timeout_and_the_next_is_served() {
+    let mut s = Setup::start(1).await;
+    let started = Instant::now();
+    // The hostile formatter sleeps for 30 s in a WASI call.
+    s.send(1, "sleep:30000").await;
+    s.send(2, "hello").await;
+    s.answered(1, 1).await;
+    let (at, Shown::Notice(notice)) = s.recorder.shown(1).remove(0) else {
+        panic!("{:?}", s.recorder.shown(1))
+    };
+    assert!(
+        notice.contains("pipeline stage 'hostile' ran longer than its 500ms limit"),
+        "{notice}"
+    );
+    assert!(
+        at - started <= STAGE_TIMEOUT + Duration::from_millis(50),
+        "{:?}",
+        at - started
+    );
+    s.answered(2, 1).await;
+    assert_eq!(s.recorder.endings(2), [finish("RE HELLO")]);
+    // The same as a shaper: the LLM's answer is the command.
+    s.llm
+        .push(Answer::words("sleep-loop", Duration::from_millis(10)));
+    s.send(3, "shape this").await;
+    s.answered(3, 1).await;
+    let endings = s.recorder.endings(3);
+    assert!(
+        matches!(&endings[0], Shown::Notice(n) if n.contains("ran longer than its 500ms limit")),
+        "{endings:?}"
+    );
+    s.shut_down().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_llm_fails_that_message_and_the_next_is_served() {
+    let mut s = Setup::start(1).await;
+    s.llm.push(Answer::FailAfter {
+        after: Duration::from_secs(120),
+        error: LlmError::Stalled(Duration::from_secs(120)),
+    });
+    let started = Instant::now();
+    s.send(1, "hello?").await;
+    s.send(1, "again").await;
+    s.answered(1, 2).await;
+    let shown = s.recorder.shown(1);
+    assert_eq!(
+        shown[0],
+        (
+            started + Duration::from_secs(120),
+            Shown::Notice("⚠️ Ollama stopped answering for 120s — try again".into())
+        )
+    );
+    assert_eq!(s.recorder.endings(1)[1], finish("RE AGAIN"));
+    s.shut_down().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_that_was_started_max_attempts_times_is_given_up_once() {
+    let s = Setup::start_with(1, Duration::from_millis(10), |store| {
+        let pi_agent::store::Enqueued::New(id) =
+            store.enqueue(&new_job(42, 9, "crash me")).unwrap()
+        else {
+            panic!("a new job")
+        };
+        for _ in 0..MAX_ATTEMPTS {
+            store.record_attempt(id).unwrap();
+        }
+    })
+    .await;
+    s.answered(42, 1).await;
+    let endings = s.recorder.endings(42);
+    assert!(
+        matches!(&endings[..], [Shown::Notice(n)] if n.contains("could not be processed")),
+        "{endings:?}"
+    );
+    let admins = s.recorder.admin_messages();
+    assert_eq!(admins.len(), 1, "{admins:?}");
+    assert!(admins[0].contains("chat 42"), "{admins:?}");
+    assert!(s.llm.requests().is_empty(), "the job was not run again");
+    let (_, scratch) = s.shut_down().await;
+    assert!(pending(scratch.path()).is_empty(), "the job is gone");
+}
