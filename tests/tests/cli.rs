@@ -1,5 +1,6 @@
 //! The `pi-agent pipeline` command line, run as a process the way a user runs it.
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 use pi_agent::pipeline::LOG_LINES_PER_CALL;
@@ -14,6 +15,20 @@ fn pi_agent(scratch: &Scratch, args: &[&str]) -> Output {
         .env("RUST_LOG", "info")
         .output()
         .expect("running pi-agent")
+}
+
+/// `pipeline run --manifest MANIFEST --message MESSAGE`.
+fn run_message(scratch: &Scratch, manifest: &Path, message: &str) -> Output {
+    let manifest = manifest.to_str().unwrap();
+    let args = [
+        "pipeline",
+        "run",
+        "--manifest",
+        manifest,
+        "--message",
+        message,
+    ];
+    pi_agent(scratch, &args)
 }
 
 fn text(output: &Output) -> (String, String) {
@@ -229,17 +244,7 @@ fn guest_output_log_calls_and_failures_reach_the_log_tagged_with_the_stage() {
     let scratch = Scratch::default();
     let manifest = scratch.single_stage("hostile", guests::HOSTILE, "");
     let run = |message: &str| {
-        let output = pi_agent(
-            &scratch,
-            &[
-                "pipeline",
-                "run",
-                "--manifest",
-                manifest.to_str().unwrap(),
-                "--message",
-                message,
-            ],
-        );
+        let output = run_message(&scratch, &manifest, message);
         (output.status.code(), text(&output))
     };
     let logged = |stderr: &str, needles: &[&str]| {
@@ -307,17 +312,7 @@ fn a_guest_flooding_the_log_leaves_its_budget_and_one_warning() {
         ("log-flood:100000", "flooding the log"),
         ("print", "guest: line "),
     ] {
-        let output = pi_agent(
-            &scratch,
-            &[
-                "pipeline",
-                "run",
-                "--manifest",
-                manifest.to_str().unwrap(),
-                "--message",
-                message,
-            ],
-        );
+        let output = run_message(&scratch, &manifest, message);
         let (_, stderr) = text(&output);
         assert!(output.status.success(), "{stderr}");
         let guest_lines = stderr.lines().filter(|l| l.contains(needle)).count();
@@ -342,22 +337,19 @@ fn a_guest_flooding_the_log_leaves_its_budget_and_one_warning() {
 fn run_with_a_sleeping_guest_returns_at_its_deadline() {
     let scratch = Scratch::default();
     let manifest = scratch.single_stage("hostile", guests::HOSTILE, "timeout_ms = 500");
-    let manifest = manifest.to_str().unwrap();
     // Compiled once first, so the timed run loads from the cache like a restart would.
-    let check = pi_agent(&scratch, &["pipeline", "check", "--manifest", manifest]);
-    assert!(check.status.success(), "{}", text(&check).1);
-    let started = std::time::Instant::now();
-    let output = pi_agent(
+    let check = pi_agent(
         &scratch,
         &[
             "pipeline",
-            "run",
+            "check",
             "--manifest",
-            manifest,
-            "--message",
-            "sleep:30000",
+            manifest.to_str().unwrap(),
         ],
     );
+    assert!(check.status.success(), "{}", text(&check).1);
+    let started = std::time::Instant::now();
+    let output = run_message(&scratch, &manifest, "sleep:30000");
     let took = started.elapsed();
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
