@@ -77,6 +77,11 @@ lint:
 bench:
     cargo bench -p pi-agent-tests
 
+# The bot's memory over a first day (cold start, restart, 30 messages, hot swap, 50 chats);
+# BEFORE=<pi-agent binary> adds a column measured the same way in the same run
+memory BEFORE="":
+    PI_AGENT_BEFORE="{{BEFORE}}" cargo bench -p pi-agent-tests --bench memory
+
 # What CI runs
 ci: check lint test
 

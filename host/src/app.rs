@@ -11,6 +11,7 @@ use crate::chat::{ChatService, Replies};
 use crate::config::{Config, PipelineConfig};
 use crate::health::Heartbeat;
 use crate::llm::{LlmBackend, OllamaClient};
+use crate::memory;
 use crate::pipeline::Pipeline;
 use crate::reload::Reloader;
 use crate::store::Store;
@@ -89,6 +90,8 @@ pub async fn run_bot(config: Config, shutdown: CancellationToken) -> anyhow::Res
         }
     };
     tokio::spawn(reloader.clone().watch(tell_admins, shutdown.clone()));
+    // Start-up is over: what only it needed need not stay resident.
+    memory::release_after_one_off_work();
     telegram::poll(
         bot,
         me,

@@ -12,6 +12,7 @@
 //! - [`reload`] — swapping guests while the bot runs (file watch, SIGHUP, `/reload`);
 //! - [`config`] — typed settings from the environment and `.env`;
 //! - [`health`] — the polling loop's heartbeat, for container healthchecks;
+//! - [`memory`] — giving back what start-up and reloads leave resident;
 //! - [`app`] — assembles the bot; [`cli`] — the `pi-agent` command line.
 
 pub mod app;
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod health;
 pub mod llm;
+pub mod memory;
 pub mod pipeline;
 pub mod prompt;
 pub mod reload;

@@ -62,11 +62,24 @@ impl fmt::Display for ReloadReport {
     }
 }
 
+/// The configured cache, compiling misses in a child process running this program (a
+/// `pi-agent`): a first start or a hot swap then leaves no Cranelift memory in the bot.
+fn compile_cache(config: &PipelineConfig) -> CompileCache {
+    let cache = CompileCache::new(config.cache_dir());
+    match std::env::current_exe() {
+        Ok(program) => cache.in_child_process(program),
+        Err(e) => {
+            tracing::warn!("cannot find this program ({e}); compiling guests in-process");
+            cache
+        }
+    }
+}
+
 impl Reloader {
     /// Loads the configured pipeline for the first time.
     pub async fn start(config: PipelineConfig) -> anyhow::Result<Arc<Self>> {
         let engine = GuestEngine::new()?;
-        let cache = CompileCache::new(config.cache_dir());
+        let cache = compile_cache(&config);
         let pipeline = Pipeline::load_file(
             engine.clone(),
             &config.manifest,
@@ -113,6 +126,7 @@ impl Reloader {
             .collect();
         let stages = pipeline.stages().cloned().collect();
         self.current.store(Arc::new(pipeline));
+        crate::memory::release_after_one_off_work();
         let report = ReloadReport {
             stages,
             previous,

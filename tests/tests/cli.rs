@@ -304,6 +304,34 @@ fn guest_output_log_calls_and_failures_reach_the_log_tagged_with_the_stage() {
     );
 }
 
+/// Guests are compiled by a child `pi-agent pipeline compile`; its reason comes back whole.
+#[test]
+fn a_guest_that_does_not_compile_is_refused_with_the_compilers_reason() {
+    let scratch = Scratch::default();
+    let junk = scratch.path().join("junk.wasm");
+    std::fs::write(&junk, b"\0asmnot a component at all").unwrap();
+    let manifest = scratch.single_stage("junk", junk.to_str().unwrap(), "");
+    let output = pi_agent(
+        &scratch,
+        &[
+            "pipeline",
+            "check",
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ],
+    );
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let error = stderr.lines().last().unwrap_or_default();
+    assert!(
+        error.starts_with("error: stage 'junk': ")
+            && error.contains("junk.wasm is not a valid WebAssembly component: ")
+            && !error.ends_with("component: "),
+        "{stderr}"
+    );
+    assert_eq!(error.matches("error: ").count(), 1, "{error}");
+}
+
 #[test]
 fn a_guest_flooding_the_log_leaves_its_budget_and_one_warning() {
     let scratch = Scratch::default();

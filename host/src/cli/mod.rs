@@ -70,6 +70,13 @@ pub enum PipelineCommand {
         /// Fixture directory [default: the manifest's `fixtures`]
         dir: Option<PathBuf>,
     },
+    /// Compile the guest on stdin into the compile cache in DIR. The bot runs this as a
+    /// short-lived child, so Cranelift's memory leaves with it.
+    #[command(hide = true)]
+    Compile {
+        #[arg(long)]
+        cache_dir: PathBuf,
+    },
 }
 
 /// Runs the command line; the binary's whole `main`.

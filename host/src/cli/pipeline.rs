@@ -1,6 +1,7 @@
 //! `pi-agent pipeline check | run | test`: guest pipelines in the sandbox, no Telegram, no
 //! Ollama.
 
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,7 +12,9 @@ use anyhow::Context as _;
 use super::PipelineCommand;
 use super::fixtures::{self, Run};
 use crate::config::PipelineConfig;
-use crate::pipeline::{CompileSource, FormatOutcome, Pipeline};
+use crate::pipeline::{
+    CompileCache, CompileSource, ContentHash, FormatOutcome, GuestEngine, Pipeline,
+};
 use crate::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role};
 
 pub async fn run(
@@ -41,6 +44,19 @@ pub async fn run(
                 "no fixture directory: pass one (`pipeline test DIR`) or set `fixtures` in the manifest",
             )?;
             test(&pipeline, model, &dir).await
+        }
+        PipelineCommand::Compile { cache_dir } => {
+            let mut bytes = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut bytes)
+                .context("cannot read the guest from stdin")?;
+            let engine = GuestEngine::new()?;
+            CompileCache::new(cache_dir).load_or_compile(
+                engine.engine(),
+                &bytes,
+                ContentHash::of(&bytes),
+            )?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

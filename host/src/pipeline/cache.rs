@@ -5,11 +5,18 @@
 //! payload followed by the payload (wasmtime's serialized component). The checksum is
 //! verified before anything is deserialized: a truncated or corrupt entry (power cut
 //! mid-write, disk error) is deleted and rebuilt, never trusted.
+//!
+//! A long-running bot compiles a miss in a child process (`pi-agent pipeline compile`,
+//! see [`CompileCache::in_child_process`]) and loads the entry it wrote: Cranelift's
+//! tens of MiB are given back when the child exits, instead of staying in the bot's
+//! heap for good after a first start or a hot swap.
 
 use std::fmt;
 use std::fs;
 use std::hash::{Hash, Hasher};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -60,15 +67,32 @@ pub enum CompileSource {
 #[derive(Debug, Clone)]
 pub struct CompileCache {
     dir: Option<PathBuf>,
+    /// The `pi-agent` program that compiles misses in a child process, if any.
+    compiler: Option<PathBuf>,
 }
 
 impl CompileCache {
     pub fn new(dir: PathBuf) -> Self {
-        Self { dir: Some(dir) }
+        Self {
+            dir: Some(dir),
+            compiler: None,
+        }
     }
 
     pub fn disabled() -> Self {
-        Self { dir: None }
+        Self {
+            dir: None,
+            compiler: None,
+        }
+    }
+
+    /// Compiles misses by running `program pipeline compile --cache-dir DIR` (the guest on
+    /// its stdin), which writes the entry this cache then loads. `program` must be a
+    /// `pi-agent` of this very build (its engine must be compatible; an entry from another
+    /// is rejected and the guest compiled here instead).
+    pub fn in_child_process(mut self, program: PathBuf) -> Self {
+        self.compiler = Some(program);
+        self
     }
 
     /// Returns the compiled component for `bytes`, from the cache when a valid entry exists.
@@ -86,6 +110,25 @@ impl CompileCache {
             touch(&entry);
             return Ok((component, CompileSource::Cache));
         }
+        if let Some(program) = &self.compiler {
+            match compile_in_child(program, dir, bytes) {
+                Ok(()) => {
+                    if let Some(component) = read_entry(engine, &entry) {
+                        return Ok((component, CompileSource::Compiled));
+                    }
+                    tracing::warn!(
+                        program = %program.display(),
+                        "the compiler process wrote no usable cache entry; compiling here"
+                    );
+                }
+                // Say, an emulator that runs this program but cannot start another.
+                Err(ChildError::Unavailable(e)) => tracing::warn!(
+                    program = %program.display(),
+                    "cannot start a compiler process ({e}); compiling here"
+                ),
+                Err(ChildError::Failed(message)) => return Err(wasmtime::format_err!("{message}")),
+            }
+        }
         let component = Component::new(engine, bytes)?;
         match component.serialize() {
             Ok(payload) => {
@@ -98,6 +141,39 @@ impl CompileCache {
         }
         Ok((component, CompileSource::Compiled))
     }
+}
+
+/// Why a compiler process did not compile.
+enum ChildError {
+    /// It could not be started or fed.
+    Unavailable(std::io::Error),
+    /// It ran and refused the guest: its message.
+    Failed(String),
+}
+
+/// Runs `program pipeline compile --cache-dir DIR` with the guest on stdin.
+fn compile_in_child(program: &Path, dir: &Path, bytes: &[u8]) -> Result<(), ChildError> {
+    let mut child = Command::new(program)
+        .args(["pipeline", "compile", "--cache-dir"])
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(ChildError::Unavailable)?;
+    // A child that fails early closes its stdin: its own message says why.
+    let _ = child.stdin.take().expect("piped stdin").write_all(bytes);
+    let output = child.wait_with_output().map_err(ChildError::Unavailable)?;
+    if output.status.success() {
+        return Ok(());
+    }
+    // The last line it printed is its error (`error: …`); a crash prints none.
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let message = match stderr.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(line) => line.strip_prefix("error: ").unwrap_or(line).to_owned(),
+        None => format!("the compiler process failed ({})", output.status),
+    };
+    Err(ChildError::Failed(message))
 }
 
 /// Changes whenever the wasmtime version or any setting that affects compiled code does.
@@ -168,5 +244,36 @@ fn prune(dir: &Path) {
     entries.sort_by_key(|(modified, _)| std::cmp::Reverse(*modified));
     for (_, path) in entries.into_iter().skip(MAX_ENTRIES) {
         let _ = fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The smallest valid component: a header and nothing else.
+    const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
+
+    fn load(cache: &CompileCache) -> wasmtime::Result<CompileSource> {
+        let hash = ContentHash::of(EMPTY_COMPONENT);
+        let (_, source) = cache.load_or_compile(&Engine::default(), EMPTY_COMPONENT, hash)?;
+        Ok(source)
+    }
+
+    #[test]
+    fn a_compiler_process_that_cannot_start_falls_back_to_compiling_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::new(dir.path().to_owned())
+            .in_child_process("/nonexistent/pi-agent".into());
+        assert_eq!(load(&cache).unwrap(), CompileSource::Compiled);
+        assert_eq!(load(&cache).unwrap(), CompileSource::Cache);
+    }
+
+    #[test]
+    fn a_compiler_process_that_fails_fails_the_load_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::new(dir.path().to_owned()).in_child_process("false".into());
+        let error = load(&cache).unwrap_err().to_string();
+        assert_eq!(error, "the compiler process failed (exit status: 1)");
     }
 }

@@ -1,0 +1,87 @@
+//! Giving memory back after one-off work (start-up, a pipeline reload), so the bot's idle
+//! RSS is what the idle bot uses.
+//!
+//! Measured on a warm start (release build, x86-64): of 17 MB RSS, 13 MB were pages of
+//! this program's own code and read-only data, mapped in while starting (clap, config,
+//! SQLite migrations, loading the guests, TLS set-up) and counted for as long as they stay
+//! mapped; the heap was 2.4 MB (`malloc_trim` after start-up gave back nothing
+//! measurable). Unmapping those pages costs nothing: they are clean copies of the program
+//! file and stay in the page cache, so code that runs again maps them back with a minor
+//! fault, no disk read. (Cranelift's memory never enters the bot: guests are compiled in
+//! a child process, see `pipeline::CompileCache::in_child_process`.)
+
+/// Unmaps this program's clean code and read-only pages. Safe at any time: only mappings
+/// of the program file without write access and without private (modified) pages are
+/// touched, so nothing but a mapping is dropped.
+pub fn release_after_one_off_work() {
+    let Ok(program) = std::env::current_exe() else {
+        return;
+    };
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    let program = program.to_string_lossy();
+    for (start, end) in clean_read_only_mappings(&smaps, &program) {
+        // SAFETY: the range is a whole mapping of the program file, never writable and
+        // with no private pages (checked above): dropping it loses nothing, the next
+        // access maps the same file pages back in.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+/// Address ranges of `path`'s mappings that are not writable and hold no private pages.
+fn clean_read_only_mappings(smaps: &str, path: &str) -> Vec<(usize, usize)> {
+    let mut ranges = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    for line in smaps.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or_default();
+        if let Some((start, end)) = first.split_once('-')
+            && let (Ok(start), Ok(end)) = (
+                usize::from_str_radix(start, 16),
+                usize::from_str_radix(end, 16),
+            )
+        {
+            // "start-end perms offset dev inode path"
+            let perms = fields.next().unwrap_or_default();
+            let mapped = fields.nth(3) == Some(path);
+            current = (mapped && !perms.contains('w')).then_some((start, end));
+        } else if first == "Anonymous:"
+            && let Some(range) = current.take()
+            && fields.next() == Some("0")
+        {
+            ranges.push(range);
+        }
+    }
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_unwritten_read_only_mappings_of_the_program_are_chosen() {
+        let smaps = "\
+1000-2000 r--p 00000000 08:01 42 /usr/bin/pi-agent
+Rss:                  12 kB
+Anonymous:             0 kB
+2000-5000 r-xp 00001000 08:01 42 /usr/bin/pi-agent
+Anonymous:             0 kB
+5000-6000 r--p 00004000 08:01 42 /usr/bin/pi-agent
+Anonymous:             4 kB
+6000-7000 rw-p 00005000 08:01 42 /usr/bin/pi-agent
+Anonymous:             0 kB
+7000-8000 r-xp 00000000 08:01 43 /usr/lib/libc.so.6
+Anonymous:             0 kB
+8000-9000 rw-p 00000000 00:00 0 
+Anonymous:             4 kB
+";
+        assert_eq!(
+            clean_read_only_mappings(smaps, "/usr/bin/pi-agent"),
+            [(0x1000, 0x2000), (0x2000, 0x5000)]
+        );
+    }
+}
