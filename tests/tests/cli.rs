@@ -31,6 +31,19 @@ fn run_message(scratch: &Scratch, manifest: &Path, message: &str) -> Output {
     pi_agent(scratch, &args)
 }
 
+/// `pipeline check --manifest MANIFEST`.
+fn check(scratch: &Scratch, manifest: &Path) -> Output {
+    pi_agent(
+        scratch,
+        &[
+            "pipeline",
+            "check",
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ],
+    )
+}
+
 fn text(output: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -97,13 +110,7 @@ fn run_takes_history_from_a_file() {
 fn check_lists_stages_and_reports_the_cache() {
     let scratch = Scratch::default();
     let manifest = scratch.default_manifest();
-    let args = [
-        "pipeline",
-        "check",
-        "--manifest",
-        manifest.to_str().unwrap(),
-    ];
-    let first = pi_agent(&scratch, &args);
+    let first = check(&scratch, &manifest);
     let (stdout, stderr) = text(&first);
     assert!(first.status.success(), "{stderr}");
     assert!(stdout.contains("2 stage(s)"), "{stdout}");
@@ -120,7 +127,7 @@ fn check_lists_stages_and_reports_the_cache() {
             .any(|l| l.starts_with("telegram-html") && l.contains("shaper")),
         "{stdout}"
     );
-    let (again, _) = text(&pi_agent(&scratch, &args));
+    let (again, _) = text(&check(&scratch, &manifest));
     assert!(
         again.lines().filter(|l| l.contains(" cached ")).count() == 2,
         "second start uses the cache: {again}"
@@ -208,10 +215,7 @@ fn a_failing_fixture_fails_the_run_and_says_why() {
 fn problems_exit_non_zero_with_a_clear_message() {
     let scratch = Scratch::default();
     let missing = scratch.path().join("nope.toml");
-    let output = pi_agent(
-        &scratch,
-        &["pipeline", "check", "--manifest", missing.to_str().unwrap()],
-    );
+    let output = check(&scratch, &missing);
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1));
     assert!(
@@ -311,15 +315,7 @@ fn a_guest_that_does_not_compile_is_refused_with_the_compilers_reason() {
     let junk = scratch.path().join("junk.wasm");
     std::fs::write(&junk, b"\0asmnot a component at all").unwrap();
     let manifest = scratch.single_stage("junk", junk.to_str().unwrap(), "");
-    let output = pi_agent(
-        &scratch,
-        &[
-            "pipeline",
-            "check",
-            "--manifest",
-            manifest.to_str().unwrap(),
-        ],
-    );
+    let output = check(&scratch, &manifest);
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     let error = stderr.lines().last().unwrap_or_default();
@@ -366,16 +362,8 @@ fn run_with_a_sleeping_guest_returns_at_its_deadline() {
     let scratch = Scratch::default();
     let manifest = scratch.single_stage("hostile", guests::HOSTILE, "timeout_ms = 500");
     // Compiled once first, so the timed run loads from the cache like a restart would.
-    let check = pi_agent(
-        &scratch,
-        &[
-            "pipeline",
-            "check",
-            "--manifest",
-            manifest.to_str().unwrap(),
-        ],
-    );
-    assert!(check.status.success(), "{}", text(&check).1);
+    let compiled = check(&scratch, &manifest);
+    assert!(compiled.status.success(), "{}", text(&compiled).1);
     let started = std::time::Instant::now();
     let output = run_message(&scratch, &manifest, "sleep:30000");
     let took = started.elapsed();
