@@ -13,7 +13,7 @@ use crate::health::Heartbeat;
 use crate::llm::{LlmBackend, OllamaClient};
 use crate::memory;
 use crate::pipeline::Pipeline;
-use crate::reload::Reloader;
+use crate::pipeline::Reloader;
 use crate::store::Store;
 use crate::telegram::{self, Access, TelegramReplies};
 
@@ -98,7 +98,7 @@ pub async fn run_bot(config: Config, shutdown: CancellationToken) -> anyhow::Res
         service,
         Access::new(config.telegram),
         reloader,
-        Heartbeat::new(&config.pipeline.data_dir),
+        Heartbeat::new(&config.data_dir),
         shutdown.clone(),
     )
     .await;

@@ -11,24 +11,21 @@ use std::time::Duration;
 use crate::llm::OllamaSettings;
 use crate::pipeline::StageLimits;
 use crate::prompt::GenerationOptions;
+use crate::store::KEPT_MESSAGES;
 
 /// Settings for the guest pipeline.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PipelineConfig {
     /// `PIPELINE_MANIFEST`
     pub manifest: PathBuf,
-    /// `DATA_DIR`: the compile cache lives in `DATA_DIR/cache`.
-    pub data_dir: PathBuf,
+    /// Compiled guests, by content hash: `DATA_DIR/cache`.
+    pub cache_dir: PathBuf,
     /// `GUEST_MEMORY_LIMIT_MIB`, `GUEST_TIMEOUT_MS`, `GUEST_MAX_OUTPUT_KIB`: limits for
     /// stages that set none in the manifest.
     pub default_limits: StageLimits,
 }
 
 impl PipelineConfig {
-    pub fn cache_dir(&self) -> PathBuf {
-        self.data_dir.join("cache")
-    }
-
     pub fn from_env(env: &mut Env) -> Self {
         let defaults = StageLimits::default();
         let max_mib = (crate::pipeline::MAX_GUEST_MEMORY >> 20) as u64;
@@ -52,7 +49,7 @@ impl PipelineConfig {
         );
         Self {
             manifest: env.path("PIPELINE_MANIFEST", "pipeline.toml"),
-            data_dir: env.path("DATA_DIR", "data"),
+            cache_dir: data_dir(env).join("cache"),
             default_limits: StageLimits {
                 memory_bytes: memory_mib.saturating_mul(1 << 20),
                 timeout: Duration::from_millis(timeout_ms),
@@ -61,6 +58,11 @@ impl PipelineConfig {
             },
         }
     }
+}
+
+/// `DATA_DIR`: where the database, the compile cache and the heartbeat file live.
+pub fn data_dir(env: &Env) -> PathBuf {
+    env.path("DATA_DIR", "data")
 }
 
 /// `OLLAMA_MODEL`, the model prompts name unless a chat chose another.
@@ -254,11 +256,12 @@ pub struct ChatConfig {
 impl ChatConfig {
     pub fn from_env(env: &mut Env) -> Self {
         Self {
+            // More than the store keeps would silently be fewer.
             history_messages: env.parse(
                 "HISTORY_MESSAGES",
                 20,
-                "a whole number, e.g. 20",
-                |_: &usize| true,
+                &format!("a whole number up to {KEPT_MESSAGES}, e.g. 20"),
+                |v: &usize| *v <= KEPT_MESSAGES,
             ),
             queue_capacity: env.parse(
                 "QUEUE_CAPACITY",
@@ -314,22 +317,26 @@ pub struct Config {
     pub llm: LlmConfig,
     pub chat: ChatConfig,
     pub pipeline: PipelineConfig,
+    /// `DATA_DIR`: the database, the compile cache and the heartbeat file.
+    pub data_dir: PathBuf,
 }
 
 impl Config {
     /// Reads every setting; `with_telegram` makes the bot token required.
     pub fn from_env(env: &mut Env, with_telegram: bool) -> Self {
+        let data_dir = data_dir(env);
         Self {
             telegram: TelegramConfig::from_env(env, with_telegram),
             llm: LlmConfig::from_env(env),
             chat: ChatConfig::from_env(env),
             pipeline: PipelineConfig::from_env(env),
+            data_dir,
         }
     }
 
     /// The database file.
     pub fn database(&self) -> PathBuf {
-        self.pipeline.data_dir.join("pi-agent.db")
+        self.data_dir.join("pi-agent.db")
     }
 }
 
@@ -488,7 +495,7 @@ mod tests {
         let config = PipelineConfig::from_env(&mut e);
         e.finish().unwrap();
         assert_eq!(config.manifest, PathBuf::from("pipeline.toml"));
-        assert_eq!(config.cache_dir(), PathBuf::from("data/cache"));
+        assert_eq!(config.cache_dir, PathBuf::from("data/cache"));
         assert_eq!(config.default_limits, StageLimits::default());
     }
 
@@ -510,6 +517,20 @@ mod tests {
         }
         assert!(
             !message.contains("lots") && !message.contains("secret-ish"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn history_sent_is_at_most_what_the_store_keeps() {
+        let mut e = env(&[("HISTORY_MESSAGES", "200")]);
+        assert_eq!(ChatConfig::from_env(&mut e).history_messages, KEPT_MESSAGES);
+        e.finish().unwrap();
+        let mut e = env(&[("HISTORY_MESSAGES", "201")]);
+        ChatConfig::from_env(&mut e);
+        let message = e.finish().unwrap_err().to_string();
+        assert!(
+            message.contains("HISTORY_MESSAGES: expected a whole number up to 200"),
             "{message}"
         );
     }

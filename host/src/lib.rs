@@ -1,16 +1,18 @@
 //! pi-agent: a private LLM assistant for a Raspberry Pi.
 //!
-//! Data moves one way through the crate:
+//! Data moves one way through the crate: [`telegram`] → [`chat`] → [`pipeline`] / [`llm`]
+//! → [`store`].
 //!
 //! - [`prompt`] — the values a message carries (chat turns, prompt, reply);
-//! - [`pipeline`] — user-replaceable WebAssembly guests: formatters before the LLM,
-//!   shapers after it, sandboxed and independent of Telegram and Ollama;
-//! - [`llm`] — the language model: a backend trait and the streaming Ollama client;
 //! - [`telegram`] — bot I/O: long polling, commands, paced streaming replies;
-//! - [`chat`] — the conversation service that joins them: queue, workers, history;
+//! - [`chat`] — the conversation service that joins the rest: jobs, queue, workers, and
+//!   what `/status` and `/model` show;
+//! - [`pipeline`] — user-replaceable WebAssembly guests: formatters before the LLM,
+//!   shapers after it, sandboxed, independent of Telegram and Ollama, hot-swapped;
+//! - [`llm`] — the language model: a backend trait and the streaming Ollama client;
 //! - [`store`] — SQLite: history, per-chat settings, pending jobs;
-//! - [`reload`] — swapping guests while the bot runs (file watch, SIGHUP, `/reload`);
 //! - [`config`] — typed settings from the environment and `.env`;
+//! - [`clock`] — wall-clock milliseconds, as the store and guests see them;
 //! - [`health`] — the polling loop's heartbeat, for container healthchecks;
 //! - [`memory`] — giving back what start-up and reloads leave resident;
 //! - [`app`] — assembles the bot; [`cli`] — the `pi-agent` command line.
@@ -18,12 +20,12 @@
 pub mod app;
 pub mod chat;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod health;
 pub mod llm;
 pub mod memory;
 pub mod pipeline;
 pub mod prompt;
-pub mod reload;
 pub mod store;
 pub mod telegram;

@@ -12,13 +12,15 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use pi_agent::chat::{Accepted, ChatService, MAX_ATTEMPTS, Replies, ReplySink};
+use pi_agent::chat::{
+    Accepted, ChatService, Enqueued, MAX_ATTEMPTS, NewJob, PendingJob, Replies, ReplySink,
+};
 use pi_agent::config::{ChatConfig, LlmConfig};
 use pi_agent::llm::{
     GenerationStats, LlmBackend, LlmError, ModelInfo, ReplyEvent, ReplyStream, RunningModel,
 };
 use pi_agent::prompt::{Prompt, Reply};
-use pi_agent::store::{NewJob, PendingJob, Store};
+use pi_agent::store::Store;
 use pi_agent_tests::{Scratch, guests};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -187,10 +189,10 @@ impl RecordedSink {
 impl Replies for Recorded {
     type Sink = RecordedSink;
 
-    fn open(&self, job: &PendingJob) -> RecordedSink {
+    fn open(&self, chat_id: i64, _message_id: i32) -> RecordedSink {
         RecordedSink {
             recorder: self.0.clone(),
-            chat: job.chat_id,
+            chat: chat_id,
         }
     }
 
@@ -408,7 +410,7 @@ async fn on_shutdown_a_running_answer_finishes_within_the_grace_period_and_waiti
     );
     let left: Vec<String> = pending(scratch.path())
         .into_iter()
-        .map(|j| j.text)
+        .map(|j| j.message.text)
         .collect();
     assert_eq!(
         left,
@@ -495,9 +497,7 @@ async fn a_stalled_llm_fails_that_message_and_the_next_is_served() {
 #[tokio::test(start_paused = true)]
 async fn a_job_that_was_started_max_attempts_times_is_given_up_once() {
     let s = Setup::start_with(1, Duration::from_millis(10), |store| {
-        let pi_agent::store::Enqueued::New(id) =
-            store.enqueue(&new_job(42, 9, "crash me")).unwrap()
-        else {
+        let Enqueued::New(id) = store.enqueue(&new_job(42, 9, "crash me")).unwrap() else {
             panic!("a new job")
         };
         for _ in 0..MAX_ATTEMPTS {

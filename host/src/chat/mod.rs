@@ -8,10 +8,12 @@
 //! job was already started [`MAX_ATTEMPTS`] times without finishing: a message that crashes
 //! the process (an OOM kill, a host bug) would otherwise crash it after every restart.
 
+mod jobs;
 mod queue;
 mod sink;
 mod worker;
 
+pub use jobs::{Enqueued, NewJob, PendingJob};
 pub use queue::Accepted;
 pub use sink::{Replies, ReplySink};
 
@@ -22,10 +24,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ChatConfig, LlmConfig};
-use crate::llm::LlmBackend;
-use crate::pipeline::Pipeline;
-use crate::reload::SharedPipeline;
-use crate::store::{NewJob, Store, StoreError};
+use crate::llm::{LlmBackend, LlmError, ModelInfo, RunningModel, same_model};
+use crate::pipeline::{Pipeline, SharedPipeline, StageInfo};
+use crate::store::{Store, StoreError};
 use queue::Queue;
 
 /// How often a job may be started without finishing (the process died while answering it)
@@ -36,7 +37,7 @@ pub const MAX_ATTEMPTS: u32 = 3;
 /// are dropped.
 const INTERRUPT_SLACK: Duration = Duration::from_secs(1);
 
-/// Figures for `/status`.
+/// What `/status` shows.
 #[derive(Debug, Clone)]
 pub struct Status {
     pub waiting: usize,
@@ -44,6 +45,38 @@ pub struct Status {
     pub last_tokens_per_second: Option<f64>,
     pub uptime: Duration,
     pub default_model: String,
+    /// The models the LLM server holds in memory now, or why it could not be asked.
+    pub loaded_models: Result<Vec<RunningModel>, LlmError>,
+    /// The pipeline new messages use.
+    pub stages: Vec<StageInfo>,
+}
+
+/// A chat's model and the ones it could switch to, for `/model`.
+#[derive(Debug, Clone)]
+pub struct ModelChoice {
+    pub current: String,
+    /// Installed on the LLM server, or why they could not be listed.
+    pub installed: Result<Vec<ModelInfo>, LlmError>,
+}
+
+impl ModelChoice {
+    /// Whether `model` is the chat's (`gemma2` is `gemma2:latest`).
+    pub fn is_current(&self, model: &ModelInfo) -> bool {
+        same_model(&model.name, &self.current)
+    }
+}
+
+/// What asking for another model did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelSwitch {
+    /// The chat uses `model` from now on.
+    Switched { model: String },
+    /// The chat went back to the default, `model`.
+    BackToDefault { model: String },
+    /// Not installed on the server; nothing changed.
+    NotInstalled { model: String },
+    /// The server could not be asked; nothing changed.
+    CannotCheck(LlmError),
 }
 
 /// Shared by the Telegram handlers, the workers and the CLI.
@@ -98,10 +131,8 @@ impl<R: Replies> ChatService<R> {
             .db(move |store| store.enqueue(&job).map(|e| (e, job)))
             .await?;
         let accepted = match stored {
-            (crate::store::Enqueued::Duplicate, _) => Accepted::Duplicate,
-            (crate::store::Enqueued::New(id), job) => self
-                .lock_queue()
-                .push(crate::store::PendingJob::from_new(id, job)),
+            (Enqueued::Duplicate, _) => Accepted::Duplicate,
+            (Enqueued::New(id), job) => self.lock_queue().push(PendingJob::new(id, job)),
         };
         self.job_ready.notify_waiters();
         Ok(accepted)
@@ -148,15 +179,45 @@ impl<R: Replies> ChatService<R> {
     }
 
     /// The chat's model: its own choice or the default.
-    pub async fn model(&self, chat_id: i64) -> Result<String, StoreError> {
+    async fn model(&self, chat_id: i64) -> Result<String, StoreError> {
         let chosen = self.db(move |store| store.chat_model(chat_id)).await?;
         Ok(chosen.unwrap_or_else(|| self.llm_config.model.clone()))
     }
 
-    /// Sets the chat's model; `None` goes back to the default.
-    pub async fn set_model(&self, chat_id: i64, model: Option<String>) -> Result<(), StoreError> {
-        self.db(move |store| store.set_chat_model(chat_id, model.as_deref()))
-            .await
+    /// The chat's model and the models installed on the server.
+    pub async fn models(&self, chat_id: i64) -> Result<ModelChoice, StoreError> {
+        Ok(ModelChoice {
+            current: self.model(chat_id).await?,
+            installed: self.llm.list_models().await,
+        })
+    }
+
+    /// Switches the chat to `model` if the server has it; `None` goes back to the default.
+    pub async fn set_model(
+        &self,
+        chat_id: i64,
+        model: Option<&str>,
+    ) -> Result<ModelSwitch, StoreError> {
+        let Some(model) = model else {
+            self.db(move |store| store.set_chat_model(chat_id, None))
+                .await?;
+            return Ok(ModelSwitch::BackToDefault {
+                model: self.llm_config.model.clone(),
+            });
+        };
+        let model = model.to_owned();
+        match self.llm.list_models().await {
+            Err(e) => Ok(ModelSwitch::CannotCheck(e)),
+            Ok(installed) if !installed.iter().any(|m| same_model(&m.name, &model)) => {
+                Ok(ModelSwitch::NotInstalled { model })
+            }
+            Ok(_) => {
+                let chosen = model.clone();
+                self.db(move |store| store.set_chat_model(chat_id, Some(&chosen)))
+                    .await?;
+                Ok(ModelSwitch::Switched { model })
+            }
+        }
     }
 
     /// The last Telegram update handled (survives restarts).
@@ -174,16 +235,15 @@ impl<R: Replies> ChatService<R> {
         self.replies.tell_admins(text).await;
     }
 
-    pub fn llm(&self) -> &Arc<dyn LlmBackend> {
-        &self.llm
-    }
-
     /// The pipeline new messages use.
-    pub fn pipeline(&self) -> Arc<Pipeline> {
+    fn pipeline(&self) -> Arc<Pipeline> {
         self.pipeline.load_full()
     }
 
-    pub fn status(&self) -> Status {
+    /// The queue, the LLM server and the pipeline, as `/status` shows them.
+    pub async fn status(&self) -> Status {
+        // Asked first: no lock is held across the wait.
+        let loaded_models = self.llm.running_models().await;
         let queue = self.lock_queue();
         Status {
             waiting: queue.waiting(),
@@ -194,6 +254,8 @@ impl<R: Replies> ChatService<R> {
                 .unwrap_or_else(|e| e.into_inner()),
             uptime: self.started.elapsed(),
             default_model: self.llm_config.model.clone(),
+            loaded_models,
+            stages: self.pipeline().stages().cloned().collect(),
         }
     }
 

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::PendingJob;
+use super::PendingJob;
 
 /// What happened to an accepted message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,8 +49,11 @@ impl Queue {
     pub fn push(&mut self, job: PendingJob) -> Accepted {
         // A job whose answer is out is not ahead of anyone: it ends in a moment.
         let answering = |chat_id: &i64| self.running.get(chat_id).is_some_and(|r| !r.delivered);
-        let chat_busy =
-            answering(&job.chat_id) || self.waiting.iter().any(|j| j.chat_id == job.chat_id);
+        let chat_busy = answering(&job.message.chat_id)
+            || self
+                .waiting
+                .iter()
+                .any(|j| j.message.chat_id == job.message.chat_id);
         let running = self.running.values().filter(|r| !r.delivered).count();
         self.waiting.push_back(job);
         // Jobs that must end before a worker frees up for this one; a chat's own earlier
@@ -77,14 +80,14 @@ impl Queue {
         let index = self
             .waiting
             .iter()
-            .position(|j| !self.running.contains_key(&j.chat_id))?;
+            .position(|j| !self.running.contains_key(&j.message.chat_id))?;
         let job = self.waiting.remove(index)?;
         let cancel = parent.child_token();
         let running = Running {
             cancel: cancel.clone(),
             delivered: false,
         };
-        self.running.insert(job.chat_id, running);
+        self.running.insert(job.message.chat_id, running);
         Some((job, cancel))
     }
 
@@ -118,18 +121,18 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::NewJob;
 
     fn job(id: i64, chat_id: i64) -> PendingJob {
-        PendingJob {
-            id,
+        let message = NewJob {
             chat_id,
             message_id: id as i32,
             user_id: chat_id,
             text: format!("m{id}"),
             context: Default::default(),
             received_unix_ms: 0,
-            attempts: 0,
-        }
+        };
+        PendingJob::new(id, message)
     }
 
     #[test]

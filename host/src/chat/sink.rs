@@ -3,14 +3,14 @@
 use std::future::Future;
 
 use crate::prompt::Reply;
-use crate::store::PendingJob;
 
 /// Opens a reply for each job and sends one-off notices.
 pub trait Replies: Send + Sync + 'static {
     type Sink: ReplySink;
 
-    /// A reply to `job` (in Telegram: to its message, in its chat).
-    fn open(&self, job: &PendingJob) -> Self::Sink;
+    /// A reply in `chat_id` to its message `message_id` (the chat's own numbering, as
+    /// Telegram's).
+    fn open(&self, chat_id: i64, message_id: i32) -> Self::Sink;
 
     /// Tells the bot's admins something they should act on (in Telegram: a message to
     /// each). Best effort: failures are logged, not returned.

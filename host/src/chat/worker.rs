@@ -9,10 +9,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{ChatService, MAX_ATTEMPTS, Replies, ReplySink};
+use super::{NewJob, PendingJob};
+use crate::clock;
 use crate::llm::{LlmError, ReplyEvent};
 use crate::pipeline::{FormatOutcome, Pipeline, StageError};
 use crate::prompt::{ChatMessage, Prompt, Reply, Role};
-use crate::store::PendingJob;
+use crate::store::StoreError;
 
 /// How often the typing indicator is renewed while waiting for the first token (Telegram
 /// shows it for about five seconds).
@@ -48,9 +50,10 @@ pub async fn run<R: Replies>(service: Arc<ChatService<R>>, shutdown: Cancellatio
                 () = shutdown.cancelled() => return,
             }
         };
-        let (chat_id, job_id) = (job.chat_id, job.id);
+        let (chat_id, job_id) = (job.message.chat_id, job.id);
         let span = tracing::info_span!("message", chat_id, job_id, attempt = job.attempts + 1);
-        let queue_wait = Duration::from_millis(unix_ms().saturating_sub(job.received_unix_ms));
+        let queue_wait =
+            Duration::from_millis(clock::unix_ms().saturating_sub(job.message.received_unix_ms));
         async {
             tracing::info!(?queue_wait, "answering");
             let resets_before = service.resets(chat_id);
@@ -73,7 +76,9 @@ pub async fn run<R: Replies>(service: Arc<ChatService<R>>, shutdown: Cancellatio
 
 impl<R: Replies> ChatService<R> {
     async fn answer(&self, job: PendingJob, cancel: &CancellationToken) -> Ending {
-        let mut sink = self.replies.open(&job);
+        let mut sink = self
+            .replies
+            .open(job.message.chat_id, job.message.message_id);
         if job.attempts >= MAX_ATTEMPTS {
             return self.give_up(&mut sink, &job).await;
         }
@@ -84,7 +89,7 @@ impl<R: Replies> ChatService<R> {
         if let Err(e) = self.db(move |s| s.record_attempt(job.id)).await {
             tracing::warn!("cannot record the attempt: {e}");
         }
-        let prompt = match self.prompt_for(&job).await {
+        let prompt = match self.prompt_for(&job.message).await {
             Ok(prompt) => prompt,
             Err(e) => {
                 tracing::error!("cannot read history: {e}");
@@ -97,7 +102,7 @@ impl<R: Replies> ChatService<R> {
         };
         let pipeline = self.pipeline();
         let started = Instant::now();
-        let outcome = pipeline.format(&job.context, prompt).await;
+        let outcome = pipeline.format(&job.message.context, prompt).await;
         tracing::debug!(pipeline_time = ?started.elapsed(), "formatted");
         match outcome {
             Err(e) => fail(&mut sink, &stage_failure_text(&e)).await,
@@ -109,15 +114,16 @@ impl<R: Replies> ChatService<R> {
                 }
             }
             Ok(FormatOutcome::Reply { prompt, reply }) => {
+                let answer = Answer::new(&pipeline, &job.message, &prompt);
                 let raw = reply.text.clone();
-                match shape(&pipeline, &job, &prompt, reply, true).await {
+                match answer.shape(reply, true).await {
                     Err(e) => fail(&mut sink, &stage_failure_text(&e)).await,
-                    Ok(shaped) => deliver(&mut sink, &shaped, Some((job.text.clone(), raw))).await,
+                    Ok(shaped) => deliver(&mut sink, &shaped, answer.turn(raw)).await,
                 }
             }
             Ok(FormatOutcome::Prompt(prompt)) => {
-                self.generate(&mut sink, &pipeline, &job, prompt, cancel)
-                    .await
+                let answer = Answer::new(&pipeline, &job.message, &prompt);
+                self.generate(&mut sink, &answer, cancel).await
             }
         }
     }
@@ -133,7 +139,7 @@ impl<R: Replies> ChatService<R> {
         self.tell_admins(&format!(
             "⚠️ Gave up on a message in chat {} (message {}): the bot stopped while answering \
              it {} times in a row. The log of those runs says why.",
-            job.chat_id, job.message_id, job.attempts
+            job.message.chat_id, job.message.message_id, job.attempts
         ))
         .await;
         let told = sink
@@ -149,10 +155,10 @@ impl<R: Replies> ChatService<R> {
         Ending::Completed(None)
     }
 
-    async fn prompt_for(&self, job: &PendingJob) -> Result<Prompt, crate::store::StoreError> {
-        let (chat_id, limit) = (job.chat_id, self.config.history_messages);
+    async fn prompt_for(&self, message: &NewJob) -> Result<Prompt, StoreError> {
+        let (chat_id, limit) = (message.chat_id, self.config.history_messages);
         let mut messages = self.db(move |s| s.history(chat_id, limit)).await?;
-        messages.push(ChatMessage::new(Role::User, job.text.clone()));
+        messages.push(ChatMessage::new(Role::User, message.text.clone()));
         let model = self.model(chat_id).await?;
         Ok(Prompt {
             model,
@@ -165,15 +171,13 @@ impl<R: Replies> ChatService<R> {
     async fn generate(
         &self,
         sink: &mut R::Sink,
-        pipeline: &Arc<Pipeline>,
-        job: &PendingJob,
-        prompt: Prompt,
+        answer: &Answer<'_>,
         cancel: &CancellationToken,
     ) -> Ending {
         let requested = Instant::now();
         let stream = tokio::select! {
-            result = self.llm.chat(&prompt) => result,
-            () = cancel.cancelled() => return self.cancelled(sink, pipeline, job, &prompt, String::new()).await,
+            result = self.llm.chat(answer.prompt) => result,
+            () = cancel.cancelled() => return self.cancelled(sink, answer, String::new()).await,
         };
         let mut stream = match stream {
             Ok(stream) => stream,
@@ -192,7 +196,7 @@ impl<R: Replies> ChatService<R> {
                 event = stream.next() => event,
                 () = cancel.cancelled() => {
                     drop(stream); // closes the connection: Ollama stops generating
-                    return self.cancelled(sink, pipeline, job, &prompt, text).await;
+                    return self.cancelled(sink, answer, text).await;
                 }
                 _ = typing.tick(), if text.is_empty() => {
                     sink.working().await;
@@ -210,8 +214,7 @@ impl<R: Replies> ChatService<R> {
                         && !text.trim().is_empty()
                     {
                         last_partial = Some(tokio::time::Instant::now());
-                        match shape(pipeline, job, &prompt, Reply::plain(text.clone()), false).await
-                        {
+                        match answer.shape(Reply::plain(text.clone()), false).await {
                             Ok(shaped) => sink.partial(&shaped).await,
                             Err(_) => shape_partials = false,
                         }
@@ -224,11 +227,9 @@ impl<R: Replies> ChatService<R> {
                         .lock()
                         .unwrap_or_else(|e| e.into_inner()) = tps;
                     tracing::info!(tokens = stats.eval_count, tokens_per_second = tps.unwrap_or(0.0), total = ?requested.elapsed(), "generated");
-                    return match shape(pipeline, job, &prompt, Reply::plain(text.clone()), true)
-                        .await
-                    {
+                    return match answer.shape(Reply::plain(text.clone()), true).await {
                         Err(e) => fail(sink, &stage_failure_text(&e)).await,
-                        Ok(shaped) => deliver(sink, &shaped, Some((job.text.clone(), text))).await,
+                        Ok(shaped) => deliver(sink, &shaped, answer.turn(text)).await,
                     };
                 }
                 Some(Err(_)) | None => {
@@ -238,29 +239,20 @@ impl<R: Replies> ChatService<R> {
                     };
                     tracing::warn!("generation failed: {error}");
                     let notice = llm_failure_text(&error);
-                    return self
-                        .partial_then_notice(sink, pipeline, job, &prompt, text, &notice)
-                        .await;
+                    return self.partial_then_notice(sink, answer, text, &notice).await;
                 }
             }
         }
     }
 
     /// `/stop` delivers what was generated so far; shutdown leaves the job pending.
-    async fn cancelled(
-        &self,
-        sink: &mut R::Sink,
-        pipeline: &Arc<Pipeline>,
-        job: &PendingJob,
-        prompt: &Prompt,
-        text: String,
-    ) -> Ending {
+    async fn cancelled(&self, sink: &mut R::Sink, answer: &Answer<'_>, text: String) -> Ending {
         if self.shutting_down() {
             tracing::info!("interrupted by shutdown; stays pending");
             return Ending::KeepPending;
         }
         tracing::info!("stopped by the user");
-        self.partial_then_notice(sink, pipeline, job, prompt, text, "⏹ Stopped.")
+        self.partial_then_notice(sink, answer, text, "⏹ Stopped.")
             .await
     }
 
@@ -268,22 +260,19 @@ impl<R: Replies> ChatService<R> {
     async fn partial_then_notice(
         &self,
         sink: &mut R::Sink,
-        pipeline: &Arc<Pipeline>,
-        job: &PendingJob,
-        prompt: &Prompt,
+        answer: &Answer<'_>,
         text: String,
         notice: &str,
     ) -> Ending {
-        if !text.trim().is_empty()
-            && let Ok(shaped) = shape(pipeline, job, prompt, Reply::plain(text.clone()), true).await
+        let something = !text.trim().is_empty();
+        if something
+            && let Ok(shaped) = answer.shape(Reply::plain(text.clone()), true).await
             && sink.finish(&shaped).await.is_err()
         {
             return Ending::KeepPending;
         }
         match sink.notice(notice).await {
-            Ok(()) => {
-                Ending::Completed((!text.trim().is_empty()).then(|| (job.text.clone(), text)))
-            }
+            Ok(()) => Ending::Completed(answer.turn(text).filter(|_| something)),
             Err(_) => Ending::KeepPending,
         }
     }
@@ -335,14 +324,34 @@ async fn deliver<S: ReplySink>(
     }
 }
 
-async fn shape(
-    pipeline: &Pipeline,
-    job: &PendingJob,
-    prompt: &Prompt,
-    reply: Reply,
-    done: bool,
-) -> Result<Reply, StageError> {
-    pipeline.shape(&job.context, prompt, reply, done).await
+/// One message's answer as it is produced: what shaping it and remembering it need.
+struct Answer<'a> {
+    pipeline: &'a Pipeline,
+    message: &'a NewJob,
+    /// What the LLM is asked (after the formatters).
+    prompt: &'a Prompt,
+}
+
+impl<'a> Answer<'a> {
+    fn new(pipeline: &'a Pipeline, message: &'a NewJob, prompt: &'a Prompt) -> Self {
+        Self {
+            pipeline,
+            message,
+            prompt,
+        }
+    }
+
+    /// `reply` through the shapers (the text so far, or all of it when `done`).
+    async fn shape(&self, reply: Reply, done: bool) -> Result<Reply, StageError> {
+        self.pipeline
+            .shape(&self.message.context, self.prompt, reply, done)
+            .await
+    }
+
+    /// The turn to keep in history once `text` was delivered as the answer.
+    fn turn(&self, text: String) -> Option<(String, String)> {
+        Some((self.message.text.clone(), text))
+    }
 }
 
 fn stage_failure_text(error: &StageError) -> String {
@@ -353,10 +362,4 @@ fn stage_failure_text(error: &StageError) -> String {
 
 fn llm_failure_text(error: &LlmError) -> String {
     format!("⚠️ {error}")
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

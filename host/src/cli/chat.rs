@@ -3,17 +3,16 @@
 //! end of input leaves.
 
 use std::io::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::app;
-use crate::chat::{Accepted, Replies, ReplySink};
+use crate::chat::{Accepted, NewJob, Replies, ReplySink};
+use crate::clock;
 use crate::config::Config;
 use crate::prompt::{ChatContext, Reply, TextFormat};
-use crate::store::{NewJob, PendingJob};
 use crate::telegram::text::html_to_plain;
 
 /// The terminal's conversation in the history store.
@@ -60,9 +59,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 fn job(text: &str) -> NewJob {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now_ms = clock::unix_ms();
     NewJob {
         chat_id: TERMINAL_CHAT_ID,
         // Unique enough: answered ids are forgotten after two days, and this wraps in 24.
@@ -86,7 +83,7 @@ struct TerminalReplies {
 impl Replies for TerminalReplies {
     type Sink = TerminalReply;
 
-    fn open(&self, _job: &PendingJob) -> TerminalReply {
+    fn open(&self, _chat_id: i64, _message_id: i32) -> TerminalReply {
         TerminalReply {
             printed: String::new(),
             done: self.done.clone(),

@@ -1,5 +1,6 @@
 //! `pi-agent doctor`: checks the configuration, the pipeline, the data directory, Ollama and
-//! the Telegram token, printing ✓ or ✗ with the fix for each problem.
+//! the Telegram token, printing ✓ or ✗ with the fix for each problem. Every check runs,
+//! an invalid variable included; exits 0 when all pass, 1 when any fails.
 
 use std::process::ExitCode;
 

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, Env, LogFormat, PipelineConfig, default_model};
+use crate::config::{Config, Env, LogFormat, PipelineConfig, data_dir, default_model};
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +32,7 @@ enum Command {
     /// Chat in this terminal through the same pipeline and Ollama, without Telegram.
     Chat,
     /// Check the configuration, pipeline, data directory, Ollama and Telegram token.
+    /// Exit 0 when every check passes, 1 when any fails (an invalid variable included).
     Doctor,
     /// Is a running bot's polling loop alive and reaching Telegram? For container
     /// healthchecks: reads the heartbeat in DATA_DIR, touches no network. Exit 0 or 1.
@@ -91,7 +92,7 @@ pub fn main() -> ExitCode {
             return runtime().block_on(doctor::run(env));
         }
         Command::Health => {
-            let data_dir = env.path("DATA_DIR", "data");
+            let data_dir = data_dir(&env);
             if let Err(code) = finish_config(env) {
                 return code;
             }
@@ -137,7 +138,8 @@ pub fn main() -> ExitCode {
     })
 }
 
-/// Invalid configuration: the message lists every bad variable; exit code 2.
+/// Invalid configuration: the message lists every bad variable; exit code 2 (`doctor`
+/// instead reports them among its checks).
 fn finish_config(env: Env) -> Result<(), ExitCode> {
     env.finish().map_err(|problems| {
         eprint!("{problems}");

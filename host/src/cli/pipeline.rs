@@ -5,7 +5,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::Context as _;
 
@@ -75,7 +75,7 @@ pub async fn simulate(
     reply: Option<String>,
 ) -> anyhow::Result<Run> {
     let ctx = ChatContext {
-        unix_ms: unix_ms(),
+        unix_ms: crate::clock::unix_ms(),
         ..ChatContext::default()
     };
     let mut messages = history;
@@ -103,12 +103,6 @@ pub async fn simulate(
             Run::Asked { prompt, shaped }
         }
     })
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn check(pipeline: &Pipeline) -> anyhow::Result<ExitCode> {

@@ -1,4 +1,5 @@
-//! The language model behind the bot: a small backend trait and its Ollama implementation.
+//! The language model behind the bot: a small backend trait, its Ollama implementation,
+//! and what every backend shares (errors, events, model naming).
 
 mod ollama;
 
@@ -113,21 +114,19 @@ pub enum LlmError {
     Protocol(String),
 }
 
-impl LlmError {
-    /// Whether the same request may succeed later unchanged (the chat service then keeps the
-    /// job pending instead of failing it).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Self::Unreachable { .. }
-            | Self::Busy
-            | Self::FirstTokenTimeout(_)
-            | Self::Stalled(_)
-            | Self::TotalTimeout(_)
-            | Self::Interrupted(_) => true,
-            Self::Http { status, .. } => *status >= 500,
-            Self::ModelNotFound { .. } | Self::Generation(_) | Self::Protocol(_) => false,
+/// Whether two model names are the same model: an untagged name means `name:latest`, as in
+/// Ollama (and in the registries it pulls from).
+pub fn same_model(a: &str, b: &str) -> bool {
+    fn tagged(name: &str) -> String {
+        // Only the last path segment can carry the tag: a registry host may have a `:port`.
+        let last_segment = name.rsplit('/').next().unwrap_or(name);
+        if last_segment.contains(':') {
+            name.to_owned()
+        } else {
+            format!("{name}:latest")
         }
     }
+    tagged(a) == tagged(b)
 }
 
 #[cfg(test)]
@@ -146,17 +145,11 @@ mod tests {
     }
 
     #[test]
-    fn retryable_errors_are_the_transient_ones() {
-        let http = |status| LlmError::Http {
-            status,
-            message: String::new(),
-        };
-        assert!(LlmError::Busy.is_retryable());
-        assert!(LlmError::Stalled(Duration::from_secs(1)).is_retryable());
-        assert!(http(500).is_retryable());
-        assert!(!http(400).is_retryable());
-        assert!(!LlmError::ModelNotFound { model: "x".into() }.is_retryable());
-        assert!(!LlmError::Protocol("x".into()).is_retryable());
+    fn untagged_names_mean_latest() {
+        assert!(same_model("gemma2:2b", "gemma2:2b"));
+        assert!(same_model("llama3.2:latest", "llama3.2"));
+        assert!(!same_model("gemma2:2b", "gemma2"));
+        assert!(same_model("host:5000/ns/m", "host:5000/ns/m:latest"));
     }
 
     #[test]

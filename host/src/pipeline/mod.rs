@@ -3,8 +3,10 @@
 //!
 //! - `manifest` reads `pipeline.toml`; `stage` loads one guest and calls it;
 //! - `engine` holds the shared wasmtime engine, `sandbox` what a guest may reach,
-//!   `limits` its caps, `cache` compiled components on disk, `wit` the bindings per
-//!   WIT version.
+//!   `limits` its caps, `error` how a load or a call fails, `cache` compiled components
+//!   on disk, `wit` the bindings per WIT version;
+//! - `reload` swaps the pipeline while the bot runs, on a change `watch` reports, on
+//!   SIGHUP or `/reload`.
 //!
 //! A `Pipeline` is immutable once loaded; a reload builds a new one and swaps it whole.
 //!
@@ -21,6 +23,7 @@ mod engine;
 mod error;
 mod limits;
 mod manifest;
+mod reload;
 mod sandbox;
 mod stage;
 mod watch;
@@ -34,6 +37,7 @@ pub use engine::{GuestEngine, MEMORY_SLOTS};
 pub use error::{FailureKind, LoadError, StageError};
 pub use limits::{MAX_GUEST_MEMORY, StageLimits};
 pub use manifest::{Manifest, StageSpec};
+pub use reload::{ReloadReport, Reloader, SharedPipeline};
 pub use sandbox::LOG_LINES_PER_CALL;
 pub use stage::{Outcome, Role, StageInfo};
 pub use watch::PipelineWatch;

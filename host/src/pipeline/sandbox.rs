@@ -21,7 +21,7 @@ use wasmtime_wasi::random::{WasiRandom, WasiRandomView as _};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::limits::{Limiter, StageLimits};
-use super::wit::v0_1_0 as v1;
+use super::wit::v0_1_0;
 
 /// How much of each of a guest's stdout and stderr one call keeps in memory (to be logged,
 /// and to find a panic message in); the rest is dropped and counted.
@@ -148,9 +148,9 @@ impl WasiView for StageState {
     }
 }
 
-impl v1::host::Host for StageState {
-    fn log(&mut self, level: v1::host::Level, message: String) {
-        use v1::host::Level;
+impl v0_1_0::host::Host for StageState {
+    fn log(&mut self, level: v0_1_0::host::Level, message: String) {
+        use v0_1_0::host::Level;
         let Some(message) = self.log_budget.admit(&message) else {
             return;
         };
@@ -169,13 +169,13 @@ impl v1::host::Host for StageState {
     }
 }
 
-impl v1::types::Host for StageState {}
+impl v0_1_0::types::Host for StageState {}
 
 /// Links everything a guest may import: the `host` interface and WASI p2 (async bindings)
 /// *without* sockets, so a guest that imports `wasi:sockets` fails to load with a clear
 /// "unknown import".
 pub fn link(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
-    v1::StageGuest::add_to_linker::<_, HasSelf>(linker, |state| state)?;
+    v0_1_0::StageGuest::add_to_linker::<_, HasSelf>(linker, |state| state)?;
 
     let l = linker;
     wasi::clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, StageState::clocks)?;

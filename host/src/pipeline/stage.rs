@@ -16,7 +16,7 @@ use super::error::{FailureKind, LoadError, StageError};
 use super::limits::{MAX_MEMORIES, StageLimits};
 use super::manifest::StageSpec;
 use super::sandbox::StageState;
-use super::wit::v0_1_0::{self as v1, FormatterIndices, ShaperIndices};
+use super::wit::v0_1_0::{self, FormatterIndices, ShaperIndices};
 use crate::prompt::{ChatContext, ChatMessage, Prompt, Reply};
 
 /// What a stage does, detected from the component's exports.
@@ -255,8 +255,8 @@ impl Stage {
             .clone()
             .expect("format called on a stage without a formatter");
         let (ctx, prompt) = (
-            v1::types::ChatContext::from(ctx),
-            v1::types::Prompt::from(prompt),
+            v0_1_0::types::ChatContext::from(ctx),
+            v0_1_0::types::Prompt::from(prompt),
         );
         let outcome = self
             .call(engine, move |store, instance| {
@@ -269,9 +269,9 @@ impl Stage {
             })
             .await?;
         let outcome = match outcome {
-            v1::types::Outcome::Prompt(p) => Outcome::Prompt(p.into()),
-            v1::types::Outcome::Reply(r) => Outcome::Reply(r.into()),
-            v1::types::Outcome::Reject(reason) => Outcome::Reject(reason),
+            v0_1_0::types::Outcome::Prompt(p) => Outcome::Prompt(p.into()),
+            v0_1_0::types::Outcome::Reply(r) => Outcome::Reply(r.into()),
+            v0_1_0::types::Outcome::Reject(reason) => Outcome::Reject(reason),
         };
         self.check_output_size(outcome_size(&outcome))?;
         Ok(outcome)
@@ -291,9 +291,9 @@ impl Stage {
             .clone()
             .expect("shape called on a stage without a shaper");
         let (ctx, prompt, reply) = (
-            v1::types::ChatContext::from(ctx),
-            v1::types::Prompt::from(prompt),
-            v1::types::Reply::from(reply),
+            v0_1_0::types::ChatContext::from(ctx),
+            v0_1_0::types::Prompt::from(prompt),
+            v0_1_0::types::Reply::from(reply),
         );
         let shaped: Reply = self
             .call(engine, move |store, instance| {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use teloxide::dispatching::{HandlerExt, UpdateFilterExt, UpdateHandler};
 use teloxide::prelude::*;
@@ -11,11 +11,11 @@ use teloxide::types::{Me, MessageEntityKind, ReplyParameters};
 use teloxide::utils::command::BotCommands;
 
 use super::reply::TelegramReplies;
-use crate::chat::{Accepted, ChatService};
+use crate::chat::{Accepted, ChatService, ModelChoice, ModelSwitch, NewJob, Status};
+use crate::clock;
 use crate::config::TelegramConfig;
+use crate::pipeline::Reloader;
 use crate::prompt::ChatContext;
-use crate::reload::Reloader;
-use crate::store::NewJob;
 
 pub type Service = Arc<ChatService<TelegramReplies>>;
 
@@ -162,7 +162,7 @@ async fn command(
         Command::Status | Command::Reload if !access.is_admin(&message) => {
             "That command is for the bot's admins.".to_owned()
         }
-        Command::Status => status_text(&service).await,
+        Command::Status => status_text(service.status().await),
         Command::Reload => match reloader.reload("/reload").await {
             Ok(report) => format!("✅ {report}"),
             Err(e) => format!("⚠️ Reload failed; the old pipeline keeps serving.\n{e}"),
@@ -174,53 +174,44 @@ async fn command(
 }
 
 async fn model_command(service: &Service, chat_id: i64, name: &str) -> anyhow::Result<String> {
-    let models = service.llm().list_models().await;
-    if name.is_empty() {
-        let current = service.model(chat_id).await?;
-        return Ok(match models {
-            Ok(models) => {
-                let mut text = format!("This chat uses {current}. Installed models:\n");
-                for m in models {
-                    let marker = if m.name == current { "▶" } else { "•" };
-                    let _ = writeln!(
-                        text,
-                        "{marker} {} ({} MB)",
-                        m.name,
-                        m.size_bytes / 1_000_000
-                    );
-                }
-                text + "Switch with /model <name>."
+    let switch = match name {
+        "" => return Ok(model_list(service.models(chat_id).await?)),
+        "default" => service.set_model(chat_id, None).await?,
+        name => service.set_model(chat_id, Some(name)).await?,
+    };
+    Ok(match switch {
+        ModelSwitch::Switched { model } => format!("This chat now uses {model}."),
+        ModelSwitch::BackToDefault { model } => format!("Back to the default model, {model}."),
+        ModelSwitch::NotInstalled { model } => format!(
+            "{model} is not installed. On the Pi, run `ollama pull {model}`, or see /model for the list."
+        ),
+        ModelSwitch::CannotCheck(e) => format!("I can't check the models right now: {e}"),
+    })
+}
+
+fn model_list(choice: ModelChoice) -> String {
+    let current = &choice.current;
+    match &choice.installed {
+        Ok(models) => {
+            let mut text = format!("This chat uses {current}. Installed models:\n");
+            for m in models {
+                let marker = if choice.is_current(m) { "▶" } else { "•" };
+                let _ = writeln!(
+                    text,
+                    "{marker} {} ({} MB)",
+                    m.name,
+                    m.size_bytes / 1_000_000
+                );
             }
-            Err(e) => format!("This chat uses {current}. I can't list models: {e}"),
-        });
-    }
-    if name == "default" {
-        service.set_model(chat_id, None).await?;
-        return Ok(format!(
-            "Back to the default model, {}.",
-            service.model(chat_id).await?
-        ));
-    }
-    match models {
-        Ok(models)
-            if models
-                .iter()
-                .any(|m| m.name == name || m.name == format!("{name}:latest")) =>
-        {
-            service.set_model(chat_id, Some(name.to_owned())).await?;
-            Ok(format!("This chat now uses {name}."))
+            text + "Switch with /model <name>."
         }
-        Ok(_) => Ok(format!(
-            "{name} is not installed. On the Pi, run `ollama pull {name}`, or see /model for the list."
-        )),
-        Err(e) => Ok(format!("I can't check the models right now: {e}")),
+        Err(e) => format!("This chat uses {current}. I can't list models: {e}"),
     }
 }
 
-async fn status_text(service: &Service) -> String {
-    let status = service.status();
+fn status_text(status: Status) -> String {
     let mut text = String::new();
-    let (ollama, loaded) = match service.llm().running_models().await {
+    let (ollama, loaded) = match status.loaded_models {
         Ok(models) if models.is_empty() => ("up".to_owned(), "none".to_owned()),
         Ok(models) => (
             "up".to_owned(),
@@ -238,9 +229,9 @@ async fn status_text(service: &Service) -> String {
         "Default model: {} (loaded: {loaded})",
         status.default_model
     );
-    let pipeline = service.pipeline();
-    let stages: Vec<String> = pipeline
-        .stages()
+    let stages: Vec<String> = status
+        .stages
+        .iter()
         .map(|s| {
             let age = s.loaded_at.elapsed().unwrap_or_default();
             format!(
@@ -310,9 +301,7 @@ async fn chat_message(bot: Bot, message: Message, me: Me, service: Service) -> a
         user_id,
         text,
         context,
-        received_unix_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+        received_unix_ms: clock::unix_ms(),
     };
     let notice = match service.accept(job).await? {
         Accepted::Queued { ahead: 0 } | Accepted::Duplicate => return Ok(()),

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::TelegramConfig;
 use crate::health::Heartbeat;
-use crate::reload::Reloader;
+use crate::pipeline::Reloader;
 use handlers::Service;
 
 /// Long-poll timeout: Telegram holds `getUpdates` open this long when there is nothing new.

@@ -13,7 +13,6 @@ use super::text::{MESSAGE_LIMIT, html_to_plain, split_html, split_plain};
 use super::{backoff, redact};
 use crate::chat::{Replies, ReplySink};
 use crate::prompt::{Reply, TextFormat};
-use crate::store::PendingJob;
 
 /// How often a failing final send is retried (network errors; 429s wait as told).
 const DELIVERY_ATTEMPTS: u32 = 5;
@@ -33,11 +32,11 @@ impl TelegramReplies {
 impl Replies for TelegramReplies {
     type Sink = TelegramReply;
 
-    fn open(&self, job: &PendingJob) -> TelegramReply {
+    fn open(&self, chat_id: i64, message_id: i32) -> TelegramReply {
         TelegramReply {
             bot: self.bot.clone(),
-            chat: ChatId(job.chat_id),
-            reply_to: MessageId(job.message_id),
+            chat: ChatId(chat_id),
+            reply_to: MessageId(message_id),
             sent: Vec::new(),
             html_rejected: false,
             quiet_until: None,

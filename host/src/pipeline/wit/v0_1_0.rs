@@ -66,54 +66,77 @@ impl From<&prompt::ChatContext> for types::ChatContext {
     }
 }
 
+impl From<&prompt::ChatMessage> for types::ChatMessage {
+    fn from(m: &prompt::ChatMessage) -> Self {
+        Self {
+            role: m.role.into(),
+            content: m.content.clone(),
+        }
+    }
+}
+
+impl From<types::ChatMessage> for prompt::ChatMessage {
+    fn from(m: types::ChatMessage) -> Self {
+        Self {
+            role: m.role.into(),
+            content: m.content,
+        }
+    }
+}
+
+impl From<&prompt::GenerationOptions> for types::Options {
+    fn from(o: &prompt::GenerationOptions) -> Self {
+        Self {
+            temperature: o.temperature,
+            top_p: o.top_p,
+            top_k: o.top_k,
+            num_predict: o.num_predict,
+            num_ctx: o.num_ctx,
+            seed: o.seed,
+            stop: o.stop.clone(),
+        }
+    }
+}
+
+impl From<types::Options> for prompt::GenerationOptions {
+    fn from(o: types::Options) -> Self {
+        let types::Options {
+            temperature,
+            top_p,
+            top_k,
+            num_predict,
+            num_ctx,
+            seed,
+            stop,
+        } = o;
+        Self {
+            temperature,
+            top_p,
+            top_k,
+            num_predict,
+            num_ctx,
+            seed,
+            stop,
+        }
+    }
+}
+
 impl From<&prompt::Prompt> for types::Prompt {
     fn from(p: &prompt::Prompt) -> Self {
-        let o = &p.options;
         Self {
             model: p.model.clone(),
-            messages: p
-                .messages
-                .iter()
-                .map(|m| types::ChatMessage {
-                    role: m.role.into(),
-                    content: m.content.clone(),
-                })
-                .collect(),
-            options: types::Options {
-                temperature: o.temperature,
-                top_p: o.top_p,
-                top_k: o.top_k,
-                num_predict: o.num_predict,
-                num_ctx: o.num_ctx,
-                seed: o.seed,
-                stop: o.stop.clone(),
-            },
+            messages: p.messages.iter().map(Into::into).collect(),
+            options: (&p.options).into(),
         }
     }
 }
 
 impl From<types::Prompt> for prompt::Prompt {
     fn from(p: types::Prompt) -> Self {
-        let o = p.options;
         Self {
             model: p.model,
-            messages: p
-                .messages
-                .into_iter()
-                .map(|m| prompt::ChatMessage {
-                    role: m.role.into(),
-                    content: m.content,
-                })
-                .collect(),
-            options: prompt::GenerationOptions {
-                temperature: o.temperature,
-                top_p: o.top_p,
-                top_k: o.top_k,
-                num_predict: o.num_predict,
-                num_ctx: o.num_ctx,
-                seed: o.seed,
-                stop: o.stop,
-            },
+            messages: p.messages.into_iter().map(Into::into).collect(),
+            options: p.options.into(),
         }
     }
 }

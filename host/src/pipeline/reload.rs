@@ -13,8 +13,8 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::{CompileCache, GuestEngine, LoadError, Pipeline, PipelineWatch, StageInfo};
 use crate::config::PipelineConfig;
-use crate::pipeline::{CompileCache, GuestEngine, LoadError, Pipeline, PipelineWatch, StageInfo};
 
 /// The pipeline new messages use; replaced whole by a reload.
 pub type SharedPipeline = Arc<ArcSwap<Pipeline>>;
@@ -65,7 +65,7 @@ impl fmt::Display for ReloadReport {
 /// The configured cache, compiling misses in a child process running this program (a
 /// `pi-agent`): a first start or a hot swap then leaves no Cranelift memory in the bot.
 fn compile_cache(config: &PipelineConfig) -> CompileCache {
-    let cache = CompileCache::new(config.cache_dir());
+    let cache = CompileCache::new(config.cache_dir.clone());
     match std::env::current_exe() {
         Ok(program) => cache.in_child_process(program),
         Err(e) => {

@@ -1,0 +1,215 @@
+//! Ollama's JSON on the wire: the `/api/chat` request, the streamed answer's lines,
+//! `/api/tags` and `/api/ps`, error bodies — and their one mapping each to and from the
+//! crate's own types.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::llm::{GenerationStats, LlmError, ModelInfo, ReplyEvent, RunningModel};
+use crate::prompt::{ChatMessage, GenerationOptions, Prompt};
+
+/// Longest server error text passed on to the user.
+pub const MAX_ERROR_CHARS: usize = 200;
+
+/// The `/api/chat` request body.
+#[derive(Serialize)]
+pub struct ChatRequest<'a> {
+    model: &'a str,
+    messages: &'a [ChatMessage],
+    stream: bool,
+    options: WireOptions<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keep_alive: Option<&'a str>,
+}
+
+impl<'a> ChatRequest<'a> {
+    pub fn new(prompt: &'a Prompt, keep_alive: Option<&'a str>) -> Self {
+        Self {
+            model: &prompt.model,
+            messages: &prompt.messages,
+            stream: true,
+            options: WireOptions::from(&prompt.options),
+            keep_alive,
+        }
+    }
+}
+
+/// Generation options as Ollama reads them: unset ones are left out, so the model's own
+/// defaults (from its Modelfile) apply.
+#[derive(Serialize)]
+struct WireOptions<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    num_predict: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    num_ctx: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    stop: &'a [String],
+}
+
+impl<'a> From<&'a GenerationOptions> for WireOptions<'a> {
+    fn from(o: &'a GenerationOptions) -> Self {
+        Self {
+            temperature: o.temperature,
+            top_p: o.top_p,
+            top_k: o.top_k,
+            num_predict: o.num_predict,
+            num_ctx: o.num_ctx,
+            seed: o.seed,
+            stop: &o.stop,
+        }
+    }
+}
+
+/// `/api/tags` and `/api/ps` answers; only the fields the bot shows.
+#[derive(Deserialize)]
+pub struct ModelList {
+    #[serde(default)]
+    pub models: Vec<WireModel>,
+}
+
+#[derive(Deserialize)]
+pub struct WireModel {
+    name: String,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    details: WireDetails,
+    #[serde(default)]
+    expires_at: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireDetails {
+    parameter_size: Option<String>,
+    quantization_level: Option<String>,
+}
+
+impl From<WireModel> for ModelInfo {
+    fn from(model: WireModel) -> Self {
+        Self {
+            name: model.name,
+            size_bytes: model.size,
+            parameter_size: model.details.parameter_size,
+            quantization_level: model.details.quantization_level,
+        }
+    }
+}
+
+impl From<WireModel> for RunningModel {
+    fn from(model: WireModel) -> Self {
+        Self {
+            name: model.name,
+            size_bytes: model.size,
+            expires_at: model.expires_at,
+        }
+    }
+}
+
+/// One NDJSON line of a streamed `/api/chat` answer.
+#[derive(Deserialize)]
+pub struct ChatLine {
+    #[serde(default)]
+    message: Option<LineMessage>,
+    #[serde(default)]
+    done: bool,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    eval_count: u64,
+    #[serde(default)]
+    eval_duration: u64,
+    #[serde(default)]
+    prompt_eval_count: u64,
+    #[serde(default)]
+    prompt_eval_duration: u64,
+    #[serde(default)]
+    load_duration: u64,
+    #[serde(default)]
+    total_duration: u64,
+}
+
+#[derive(Deserialize)]
+struct LineMessage {
+    #[serde(default)]
+    content: String,
+}
+
+impl ChatLine {
+    /// The line's events, in order; the last one ends the answer if `done` or an error.
+    pub fn into_events(self) -> Vec<Result<ReplyEvent, LlmError>> {
+        if let Some(error) = self.error {
+            return vec![Err(LlmError::Generation(shorten(&error)))];
+        }
+        let stats = self.done.then(|| self.stats());
+        let delta = self.message.map(|m| m.content).filter(|c| !c.is_empty());
+        let delta = delta.map(|text| Ok(ReplyEvent::Delta(text)));
+        delta
+            .into_iter()
+            .chain(stats.map(|s| Ok(ReplyEvent::Done(s))))
+            .collect()
+    }
+
+    fn stats(&self) -> GenerationStats {
+        GenerationStats {
+            eval_count: self.eval_count,
+            eval_duration: Duration::from_nanos(self.eval_duration),
+            prompt_eval_count: self.prompt_eval_count,
+            prompt_eval_duration: Duration::from_nanos(self.prompt_eval_duration),
+            load_duration: Duration::from_nanos(self.load_duration),
+            total_duration: Duration::from_nanos(self.total_duration),
+        }
+    }
+}
+
+/// The `error` field of an Ollama error body, else the body itself; shortened; `None` if empty.
+pub fn error_text(body: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        error: String,
+    }
+    let text = serde_json::from_str::<ErrorBody>(body)
+        .map_or_else(|_| body.trim().to_owned(), |b| b.error);
+    (!text.is_empty()).then(|| shorten(&text))
+}
+
+pub fn shorten(text: &str) -> String {
+    match text.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prompt::Role;
+
+    #[test]
+    fn request_body_leaves_unset_options_out() {
+        let prompt = Prompt {
+            model: "gemma2:2b".into(),
+            messages: vec![ChatMessage::new(Role::User, "hi")],
+            options: GenerationOptions {
+                num_ctx: Some(2048),
+                ..GenerationOptions::default()
+            },
+        };
+        let body = serde_json::to_value(ChatRequest::new(&prompt, None)).unwrap();
+        let expected = serde_json::json!({
+            "model": "gemma2:2b",
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": true,
+            "options": {"num_ctx": 2048},
+        });
+        assert_eq!(body, expected);
+    }
+}

@@ -1,0 +1,318 @@
+//! Messages accepted but not yet answered (`pending_jobs`), and the ones answered lately
+//! (`answered`), so that Telegram delivering an update again does not run it twice.
+
+use std::time::Duration;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::history::insert_turn;
+use super::{Store, StoreError};
+use crate::chat::{Enqueued, NewJob, PendingJob};
+use crate::clock;
+use crate::prompt::ChatContext;
+
+/// How long an answered `(chat_id, message_id)` is remembered for dedupe. Telegram keeps
+/// unacknowledged updates for 24 hours, so two days covers any re-delivery with margin.
+const ANSWERED_RETENTION: Duration = Duration::from_secs(2 * 24 * 60 * 60);
+
+impl Store {
+    /// Queues `job` unless its `(chat_id, message_id)` is already pending or was answered.
+    /// Not fsynced on its own: it becomes durable with the next [`Self::set_last_update_id`]
+    /// (see the module docs), and only then may the Telegram update be acknowledged.
+    pub fn enqueue(&mut self, job: &NewJob) -> Result<Enqueued, StoreError> {
+        let context_json = serde_json::to_string(&job.context)?;
+        self.write(|tx| {
+            if was_answered(tx, job.chat_id, job.message_id)? {
+                return Ok(Enqueued::Duplicate);
+            }
+            let inserted = tx.execute(
+                "INSERT INTO pending_jobs (chat_id, message_id, user_id, text, context_json, received_unix_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (chat_id, message_id) DO NOTHING",
+                params![job.chat_id, job.message_id, job.user_id, job.text, context_json, job.received_unix_ms],
+            )?;
+            Ok(if inserted == 0 { Enqueued::Duplicate } else { Enqueued::New(tx.last_insert_rowid()) })
+        })
+    }
+
+    /// All jobs not yet completed, in arrival order (restart recovery).
+    pub fn pending(&self) -> Result<Vec<PendingJob>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, chat_id, message_id, user_id, text, context_json, received_unix_ms, attempts
+             FROM pending_jobs ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |row| {
+            let message = NewJob {
+                chat_id: row.get(1)?,
+                message_id: row.get(2)?,
+                user_id: row.get(3)?,
+                text: row.get(4)?,
+                context: ChatContext::default(),
+                received_unix_ms: row.get(6)?,
+            };
+            let job = PendingJob {
+                id: row.get(0)?,
+                attempts: row.get(7)?,
+                message,
+            };
+            Ok((job, row.get::<_, String>(5)?))
+        })?;
+        rows.map(|row| {
+            let (mut job, context_json) = row?;
+            job.message.context = serde_json::from_str(&context_json)?;
+            Ok(job)
+        })
+        .collect()
+    }
+
+    /// Counts one more try at the job before it runs, so a job that keeps crashing the
+    /// process can be given up on after restarts; returns the new count.
+    pub fn record_attempt(&mut self, id: i64) -> Result<u32, StoreError> {
+        self.conn
+            .query_row(
+                "UPDATE pending_jobs SET attempts = attempts + 1 WHERE id = ?1 RETURNING attempts",
+                [id],
+                |row| row.get(0),
+            )
+            .optional()?
+            .ok_or(StoreError::UnknownJob(id))
+    }
+
+    /// Takes back the attempt counted by [`Self::record_attempt`]: the job stopped for a
+    /// reason that was not its fault (a shutdown) and stays pending.
+    pub fn forget_attempt(&mut self, id: i64) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE pending_jobs SET attempts = max(attempts - 1, 0) WHERE id = ?1",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    /// Finishes a job in one durable transaction: removes it from the queue, remembers it as
+    /// answered, and appends `(user_msg, assistant_msg)` to the chat's history when given.
+    pub fn complete(
+        &mut self,
+        id: i64,
+        reply_for_history: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        let limit = self.history_limit;
+        self.durable_write(|tx| {
+            let chat_id = finish_job(tx, id)?;
+            match reply_for_history {
+                Some((user_msg, assistant_msg)) => {
+                    insert_turn(tx, chat_id, user_msg, assistant_msg, limit)
+                }
+                None => Ok(()),
+            }
+        })
+    }
+}
+
+/// Removes pending job `id`, records it as answered, forgets answers past the retention;
+/// returns its chat.
+fn finish_job(tx: &Transaction, id: i64) -> Result<i64, StoreError> {
+    let (chat_id, message_id): (i64, i32) = tx
+        .query_row(
+            "DELETE FROM pending_jobs WHERE id = ?1 RETURNING chat_id, message_id",
+            [id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?
+        .ok_or(StoreError::UnknownJob(id))?;
+    let now = i64::try_from(clock::unix_ms()).unwrap_or(i64::MAX);
+    tx.execute(
+        "INSERT OR REPLACE INTO answered (chat_id, message_id, at_unix_ms) VALUES (?1, ?2, ?3)",
+        params![chat_id, message_id, now],
+    )?;
+    let retention_ms = i64::try_from(ANSWERED_RETENTION.as_millis()).unwrap_or(i64::MAX);
+    tx.execute(
+        "DELETE FROM answered WHERE at_unix_ms < ?1",
+        [now.saturating_sub(retention_ms)],
+    )?;
+    Ok(chat_id)
+}
+
+fn was_answered(tx: &Transaction, chat_id: i64, message_id: i32) -> rusqlite::Result<bool> {
+    tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM answered WHERE chat_id = ?1 AND message_id = ?2)",
+        params![chat_id, message_id],
+        |row| row.get(0),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fixtures::{TempDir, job, new_id, row_count, texts};
+
+    #[test]
+    fn enqueue_detects_duplicates_while_pending_and_after_completion() {
+        let mut store = Store::open_in_memory().unwrap();
+        let id = new_id(store.enqueue(&job(1, 10, "hi")).unwrap());
+        assert_eq!(
+            store.enqueue(&job(1, 10, "hi")).unwrap(),
+            Enqueued::Duplicate
+        );
+        // message ids are per chat: the same id in another chat is another message
+        new_id(store.enqueue(&job(2, 10, "hi")).unwrap());
+        store.complete(id, None).unwrap();
+        assert_eq!(
+            store.enqueue(&job(1, 10, "hi")).unwrap(),
+            Enqueued::Duplicate
+        );
+        assert_eq!(store.pending().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn pending_round_trips_jobs_in_arrival_order() {
+        let mut store = Store::open_in_memory().unwrap();
+        let first = new_id(store.enqueue(&job(5, 3, "later message id")).unwrap());
+        let second = new_id(store.enqueue(&job(5, 1, "second")).unwrap());
+        assert_eq!(store.record_attempt(second).unwrap(), 1);
+        assert_eq!(store.record_attempt(second).unwrap(), 2);
+        let pending = store.pending().unwrap();
+        assert_eq!(
+            pending.iter().map(|j| j.id).collect::<Vec<_>>(),
+            [first, second]
+        );
+        let expected = job(5, 1, "second");
+        let got = &pending[1];
+        assert_eq!((&got.message, got.attempts), (&expected, 2));
+        assert!(matches!(
+            store.record_attempt(999),
+            Err(StoreError::UnknownJob(999))
+        ));
+    }
+
+    #[test]
+    fn complete_removes_the_job_and_appends_history_together() {
+        let mut store = Store::open_in_memory().unwrap();
+        let id = new_id(store.enqueue(&job(1, 10, "question")).unwrap());
+        store.complete(id, Some(("question", "answer"))).unwrap();
+        assert!(store.pending().unwrap().is_empty());
+        assert_eq!(
+            texts(&store.history(1, 10).unwrap()),
+            ["question", "answer"]
+        );
+        // Completing again fails as a whole: no second copy of the turn.
+        assert!(matches!(
+            store.complete(id, Some(("question", "answer"))),
+            Err(StoreError::UnknownJob(_))
+        ));
+        assert_eq!(store.history(1, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn complete_rolls_back_when_the_history_insert_fails() {
+        let mut store = Store::open_in_memory().unwrap();
+        let id = new_id(store.enqueue(&job(1, 10, "question")).unwrap());
+        store.conn.execute_batch("CREATE TRIGGER fail BEFORE INSERT ON history BEGIN SELECT RAISE(ABORT, 'disk full'); END;").unwrap();
+        assert!(store.complete(id, Some(("question", "answer"))).is_err());
+        assert_eq!(
+            store.pending().unwrap().len(),
+            1,
+            "the job must still be pending"
+        );
+        assert_eq!(
+            store.enqueue(&job(1, 10, "question")).unwrap(),
+            Enqueued::Duplicate
+        );
+        assert_eq!(row_count(&store, "answered"), 0);
+        let sync: i64 = store
+            .conn
+            .pragma_query_value(None, "synchronous", |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            sync, 1,
+            "synchronous must be back to NORMAL after a failed durable write"
+        );
+    }
+
+    #[test]
+    fn answered_records_expire() {
+        let mut store = Store::open_in_memory().unwrap();
+        let old =
+            clock::unix_ms() as i64 - i64::try_from(ANSWERED_RETENTION.as_millis()).unwrap() - 1;
+        store
+            .conn
+            .execute("INSERT INTO answered VALUES (1, 1, ?1)", [old])
+            .unwrap();
+        let id = new_id(store.enqueue(&job(1, 2, "fresh")).unwrap());
+        store.complete(id, None).unwrap();
+        assert_eq!(
+            store.enqueue(&job(1, 2, "fresh")).unwrap(),
+            Enqueued::Duplicate
+        );
+        assert!(matches!(
+            store.enqueue(&job(1, 1, "ancient")).unwrap(),
+            Enqueued::New(_)
+        ));
+    }
+
+    #[test]
+    fn pending_jobs_and_offset_survive_reopening() {
+        let dir = TempDir::new();
+        let mut store = Store::open(&dir.db()).unwrap();
+        assert_eq!(store.last_update_id().unwrap(), None);
+        let id = new_id(store.enqueue(&job(1, 10, "persist me")).unwrap());
+        store.set_last_update_id(700).unwrap();
+        store.set_last_update_id(701).unwrap();
+        drop(store);
+        let mut store = Store::open(&dir.db()).unwrap();
+        assert_eq!(store.last_update_id().unwrap(), Some(701));
+        let pending = store.pending().unwrap();
+        assert_eq!(
+            (
+                pending.len(),
+                pending[0].id,
+                pending[0].message.text.as_str()
+            ),
+            (1, id, "persist me")
+        );
+        assert_eq!(
+            store.enqueue(&job(1, 10, "persist me")).unwrap(),
+            Enqueued::Duplicate
+        );
+        store.complete(id, None).unwrap();
+        drop(store);
+        let mut store = Store::open(&dir.db()).unwrap();
+        assert_eq!(
+            store.enqueue(&job(1, 10, "persist me")).unwrap(),
+            Enqueued::Duplicate
+        );
+    }
+
+    #[test]
+    fn a_crash_right_after_enqueue_loses_nothing() {
+        let dir = TempDir::new();
+        let mut store = Store::open(&dir.db()).unwrap();
+        let id = new_id(store.enqueue(&job(1, 10, "survive the crash")).unwrap());
+        // A crash runs no destructors: the connection is never closed, the WAL never
+        // checkpointed into the main file.
+        std::mem::forget(store);
+        let wal = dir.db().with_extension("db-wal");
+        assert!(
+            std::fs::metadata(&wal).unwrap().len() > 0,
+            "the job should still be only in the WAL"
+        );
+        // Recover from a copy of the files as they are on disk, without the shared-memory
+        // index, exactly as a restarted process after a crash would.
+        let crashed = TempDir::new();
+        std::fs::create_dir_all(crashed.db().parent().unwrap()).unwrap();
+        std::fs::copy(dir.db(), crashed.db()).unwrap();
+        std::fs::copy(&wal, crashed.db().with_extension("db-wal")).unwrap();
+        let store = Store::open(&crashed.db()).unwrap();
+        let pending = store.pending().unwrap();
+        assert_eq!(
+            (
+                pending.len(),
+                pending[0].id,
+                pending[0].message.text.as_str()
+            ),
+            (1, id, "survive the crash")
+        );
+        // The forgotten connection still holds the original; reopening it in place works too.
+        let store = Store::open(&dir.db()).unwrap();
+        assert_eq!(store.pending().unwrap().len(), 1);
+    }
+}

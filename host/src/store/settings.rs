@@ -1,0 +1,74 @@
+//! Small values that outlive a run: each chat's choices (its model) and the last Telegram
+//! update handled.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{Store, StoreError};
+
+const LAST_UPDATE_ID_KEY: &str = "last_update_id";
+
+impl Store {
+    /// The model chosen for this chat, if any (`None`: use the configured default).
+    pub fn chat_model(&self, chat_id: i64) -> Result<Option<String>, StoreError> {
+        let model = self
+            .conn
+            .query_row(
+                "SELECT model FROM chat_settings WHERE chat_id = ?1",
+                [chat_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        Ok(model.flatten())
+    }
+
+    /// Sets the chat's model; `None` goes back to the default.
+    pub fn set_chat_model(&mut self, chat_id: i64, model: Option<&str>) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO chat_settings (chat_id, model) VALUES (?1, ?2)
+             ON CONFLICT (chat_id) DO UPDATE SET model = excluded.model",
+            params![chat_id, model],
+        )?;
+        Ok(())
+    }
+
+    /// The last Telegram update handled, if any.
+    pub fn last_update_id(&self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [LAST_UPDATE_ID_KEY],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Fsynced, and with it every earlier commit: the point after which the updates up to
+    /// `update_id` — and the jobs `enqueue` stored for them — survive a power cut.
+    pub fn set_last_update_id(&mut self, update_id: i64) -> Result<(), StoreError> {
+        self.durable_write(|tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![LAST_UPDATE_ID_KEY, update_id],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_is_set_per_chat_and_can_be_reset() {
+        let mut store = Store::open_in_memory().unwrap();
+        assert_eq!(store.chat_model(1).unwrap(), None);
+        store.set_chat_model(1, Some("llama3.2:1b")).unwrap();
+        store.set_chat_model(1, Some("qwen3:1.7b")).unwrap();
+        assert_eq!(store.chat_model(1).unwrap().as_deref(), Some("qwen3:1.7b"));
+        assert_eq!(store.chat_model(2).unwrap(), None);
+        store.set_chat_model(1, None).unwrap();
+        assert_eq!(store.chat_model(1).unwrap(), None);
+    }
+}
