@@ -3,7 +3,7 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # Guests shipped in guests/dist/ (the default pipeline's stages).
-guests := "persona telegram-html"
+guests := "persona telegram-html weather"
 # One target dir for guests, shared with the test build, so nothing is built twice.
 guest_target := "target/guests"
 
@@ -71,7 +71,7 @@ fmt:
 # Clippy with warnings as errors, natively and for the guests' wasm target
 lint:
     cargo clippy --workspace --all-targets -- -D warnings
-    cargo clippy --target wasm32-wasip2 --target-dir {{guest_target}} -p persona -p telegram-html -p hostile -- -D warnings
+    cargo clippy --target wasm32-wasip2 --target-dir {{guest_target}} -p pi-agent-guest -p persona -p telegram-html -p weather -p hostile -p legacy-shout -- -D warnings
 
 # Benchmarks: per-message pipeline cost vs native Rust, and cached vs cold load
 bench:

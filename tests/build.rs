@@ -5,7 +5,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUESTS: &[&str] = &["persona", "telegram-html", "hostile", "not-a-stage"];
+const GUESTS: &[&str] = &[
+    "persona",
+    "telegram-html",
+    "weather",
+    "hostile",
+    "not-a-stage",
+    "legacy-shout",
+];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
@@ -14,7 +21,10 @@ fn main() {
         "guests/sdk",
         "guests/persona",
         "guests/telegram-html",
+        "guests/weather",
         "guests/hostile",
+        "guests/not-a-stage",
+        "guests/legacy-shout",
         "wit",
         "Cargo.lock",
     ] {

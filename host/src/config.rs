@@ -20,6 +20,8 @@ pub struct PipelineConfig {
     pub manifest: PathBuf,
     /// Compiled guests, by content hash: `DATA_DIR/cache`.
     pub cache_dir: PathBuf,
+    /// The bot's database, which also holds the guests' `kv` stores: `DATA_DIR/pi-agent.db`.
+    pub database: PathBuf,
     /// `GUEST_MEMORY_LIMIT_MIB`, `GUEST_TIMEOUT_MS`, `GUEST_MAX_OUTPUT_KIB`: limits for
     /// stages that set none in the manifest.
     pub default_limits: StageLimits,
@@ -50,6 +52,7 @@ impl PipelineConfig {
         Self {
             manifest: env.path("PIPELINE_MANIFEST", "pipeline.toml"),
             cache_dir: data_dir(env).join("cache"),
+            database: data_dir(env).join("pi-agent.db"),
             default_limits: StageLimits {
                 memory_bytes: memory_mib.saturating_mul(1 << 20),
                 timeout: Duration::from_millis(timeout_ms),
@@ -334,9 +337,9 @@ impl Config {
         }
     }
 
-    /// The database file.
+    /// The database file (the pipeline's `kv` stores live there too).
     pub fn database(&self) -> PathBuf {
-        self.data_dir.join("pi-agent.db")
+        self.pipeline.database.clone()
     }
 }
 

@@ -51,6 +51,16 @@ pub struct ChatContext {
     pub unix_ms: u64,
 }
 
+/// Structured output: the model answers in JSON instead of prose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseFormat {
+    /// Any JSON value.
+    Json,
+    /// JSON matching this JSON Schema (its JSON text).
+    Schema(String),
+}
+
 /// Generation options for the model; `None` leaves the model's default.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -62,6 +72,8 @@ pub struct GenerationOptions {
     pub num_ctx: Option<u32>,
     pub seed: Option<i32>,
     pub stop: Vec<String>,
+    /// When set, the reply is shaped and shown only once complete.
+    pub format: Option<ResponseFormat>,
 }
 
 /// What the LLM will be asked: history, oldest first, ending with the new user message.

@@ -1,17 +1,24 @@
 //! Benchmark: the default pipeline's per-message cost in the sandbox next to the same work
-//! in native Rust, and first-load time with a cold compile vs from the compile cache.
+//! in native Rust, what a tool stage that fetches over HTTP adds to it (against a fake
+//! Open-Meteo on loopback), and first-load time with a cold compile vs from the compile
+//! cache.
 //! Run with `just bench`; prints a table (medians and p99 from one run, ratios against the
 //! baseline measured in the same run, since timings on shared machines are noisy).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use pi_agent::pipeline::{CompileCache, FormatOutcome, GuestEngine, Pipeline, StageLimits};
+use pi_agent::pipeline::{
+    CompileCache, FormatOutcome, GuestEngine, KvDatabase, Pipeline, StageLimits,
+};
 use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role};
-use pi_agent_tests::Scratch;
+use pi_agent_tests::fake_weather::FakeWeather;
+use pi_agent_tests::{Scratch, guests};
 
 const MESSAGES: usize = 2000;
 const LOADS: usize = 5;
+/// Messages through the pipeline with the weather tool: each one a real HTTP round trip.
+const FETCHES: usize = 300;
 
 /// On one thread, as a Pi's bot runs a message: guest calls are awaited in the task.
 #[tokio::main(flavor = "current_thread")]
@@ -19,11 +26,13 @@ async fn main() {
     let scratch = Scratch::default();
     let manifest = scratch.default_manifest();
     let engine = GuestEngine::new().expect("engine");
+    let kv = KvDatabase::in_memory();
     let pipeline = Pipeline::load_file(
         engine.clone(),
         &manifest,
         &StageLimits::default(),
         &CompileCache::disabled(),
+        &kv,
     )
     .await
     .expect("pipeline");
@@ -67,6 +76,52 @@ async fn main() {
     })
     .await;
 
+    // The default pipeline plus the weather tool, granted the fake Open-Meteo only.
+    let weather = FakeWeather::start().await;
+    let with_tool = scratch.manifest(&format!(
+        "{}\n[[stage]]\nname = \"weather\"\nguest = {:?}\ntimeout_ms = 3000\n\
+         [stage.config]\nplace = \"Berlin\"\nlatitude = 52.52\nlongitude = 13.41\napi_url = {:?}\n\
+         [stage.grants]\nhttp = [{:?}]\n",
+        std::fs::read_to_string(&manifest).unwrap(),
+        guests::WEATHER,
+        weather.url(),
+        weather.url(),
+    ));
+    let tool_pipeline = Pipeline::load_file(
+        engine.clone(),
+        &with_tool,
+        &StageLimits::default(),
+        &CompileCache::disabled(),
+        &kv,
+    )
+    .await
+    .expect("pipeline with the weather tool");
+    let per_message = async |pipeline: &Pipeline, question: &str| {
+        let mut prompt = prompt.clone();
+        prompt.messages.last_mut().unwrap().content = question.to_owned();
+        let FormatOutcome::Prompt(p) = pipeline.format(&ctx, prompt).await.unwrap() else {
+            panic!("the formatters pass the prompt on")
+        };
+        black_box(
+            pipeline
+                .shape(&ctx, &p, Reply::plain(reply.clone()), true)
+                .await
+                .unwrap(),
+        );
+    };
+    let question = "How do I read the Pi's temperature?";
+    let weather_question = "What will the weather be like tomorrow?";
+    let without_tool = measure(FETCHES, async || per_message(&pipeline, question).await).await;
+    let tool_idle = measure(FETCHES, async || {
+        per_message(&tool_pipeline, question).await
+    })
+    .await;
+    let tool_fetching = measure(FETCHES, async || {
+        per_message(&tool_pipeline, weather_question).await
+    })
+    .await;
+    assert!(weather.requests().len() > FETCHES, "the tool fetched");
+
     let cold = measure(LOADS, async || {
         let dir = tempfile::tempdir().unwrap();
         black_box(
@@ -75,6 +130,7 @@ async fn main() {
                 &manifest,
                 &StageLimits::default(),
                 &CompileCache::new(dir.path().to_owned()),
+                &kv,
             )
             .await
             .unwrap(),
@@ -83,9 +139,15 @@ async fn main() {
     .await;
     let cache = CompileCache::new(scratch.path().join("cache"));
     let load_cached = async || {
-        Pipeline::load_file(engine.clone(), &manifest, &StageLimits::default(), &cache)
-            .await
-            .unwrap()
+        Pipeline::load_file(
+            engine.clone(),
+            &manifest,
+            &StageLimits::default(),
+            &cache,
+            &kv,
+        )
+        .await
+        .unwrap()
     };
     load_cached().await;
     let cached = measure(LOADS, async || {
@@ -117,6 +179,30 @@ async fn main() {
         "ratio wasm / native (p50)",
         ratio(wasm.p50, native.p50)
     );
+    println!("\nwith the weather tool (WIT 0.2.0, wasi:http), a fake Open-Meteo on loopback:");
+    row(
+        &format!("per message, default pipeline, n={FETCHES}"),
+        &without_tool,
+    );
+    row(
+        &format!("per message, + weather, not asked, n={FETCHES}"),
+        &tool_idle,
+    );
+    row(
+        &format!("per message, + weather, fetching, n={FETCHES}"),
+        &tool_fetching,
+    );
+    println!(
+        "{:<52} {:>12}",
+        "added by the tool when it fetches (p50)",
+        fmt(tool_fetching.p50.saturating_sub(without_tool.p50))
+    );
+    println!(
+        "{:<52} {:>11.2}x",
+        "ratio fetching / default pipeline (p50)",
+        ratio(tool_fetching.p50, without_tool.p50)
+    );
+    println!();
     row(&format!("first load, cold compile, n={LOADS}"), &cold);
     row(
         &format!("first load, from compile cache, n={LOADS}"),

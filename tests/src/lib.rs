@@ -3,11 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use pi_agent::pipeline::{CompileCache, GuestEngine, Pipeline, StageLimits};
+use pi_agent::pipeline::{CompileCache, GuestEngine, KvDatabase, Pipeline, StageLimits};
 
 pub mod bot;
 pub mod fake_ollama;
 pub mod fake_telegram;
+pub mod fake_weather;
 
 /// Paths of the guests the build script compiled (`PERSONA`, `TELEGRAM_HTML`, `HOSTILE`).
 pub mod guests {
@@ -91,5 +92,15 @@ pub async fn try_load(
     cache: &CompileCache,
 ) -> Result<Pipeline, pi_agent::pipeline::LoadError> {
     let engine = GuestEngine::new().expect("engine");
-    Pipeline::load_file(engine, path, &StageLimits::default(), cache).await
+    let kv = KvDatabase::in_memory();
+    Pipeline::load_file(engine, path, &StageLimits::default(), cache, &kv).await
+}
+
+/// Loads the manifest at `path` with its stages' `kv` stores in `kv`.
+pub async fn load_with_kv(path: &Path, kv: &KvDatabase) -> Pipeline {
+    let engine = GuestEngine::new().expect("engine");
+    let cache = CompileCache::disabled();
+    Pipeline::load_file(engine, path, &StageLimits::default(), &cache, kv)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }

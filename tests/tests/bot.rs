@@ -720,3 +720,102 @@ async fn sigterm_ends_a_delivery_waiting_out_a_429_after_the_grace_period() {
     h.wait_for_message(FRIEND, |m| m.visible_text.ends_with("hello"))
         .await;
 }
+
+/// The default pipeline with the weather tool added, granted `weather_url` only.
+fn with_weather(h: &Harness, weather_url: &str) -> std::path::PathBuf {
+    let default = std::fs::read_to_string(h.scratch.default_manifest()).unwrap();
+    h.scratch.manifest(&format!(
+        "{default}\n[[stage]]\nname = \"weather\"\nguest = {guest:?}\ntimeout_ms = 3000\n\
+         [stage.config]\nplace = \"Berlin\"\nlatitude = 52.52\nlongitude = 13.41\napi_url = {weather_url:?}\n\
+         [stage.grants]\nhttp = [{weather_url:?}]\n",
+        guest = guests::WEATHER,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_weather_tool_puts_the_forecast_in_the_prompt_and_fails_soft() {
+    use pi_agent_tests::fake_weather::FakeWeather;
+
+    let mut h = harness().await;
+    let weather = FakeWeather::start().await;
+    h.use_manifest(with_weather(&h, &weather.url()));
+    let _bot = h.bot(&[]);
+
+    h.telegram
+        .push_message(FRIEND, FRIEND, "Will it rain in Berlin tomorrow?");
+    h.wait_for_message(FRIEND, |m| {
+        m.visible_text.contains("Weather data for Berlin")
+    })
+    .await;
+    let asked = user_messages(&h.ollama.chat_requests()[0]).join("\n");
+    assert!(
+        asked.contains("Will it rain in Berlin tomorrow?")
+            && asked.contains("now 4 °C, overcast")
+            && asked.contains("2026-12-03: 2 to 5 °C, slight rain, 80 % chance of precipitation"),
+        "{asked}"
+    );
+    let requests = weather.requests();
+    assert_eq!(requests.len(), 1);
+    assert!(
+        requests[0].starts_with("/v1/forecast?current=") && requests[0].contains("latitude=52.52"),
+        "{requests:?}"
+    );
+
+    // A message about something else costs no request.
+    h.telegram.push_message(FRIEND, FRIEND, "Tell me a joke");
+    h.wait_for_message(FRIEND, |m| m.visible_text.ends_with("Tell me a joke"))
+        .await;
+    assert_eq!(weather.requests().len(), 1);
+
+    // Open-Meteo down: the answer comes anyway, without weather, and the log says why.
+    drop(weather);
+    h.telegram
+        .push_message(FRIEND, FRIEND, "How is the weather now?");
+    h.wait_for_message(FRIEND, |m| {
+        m.visible_text.ends_with("How is the weather now?")
+    })
+    .await;
+    let asked = user_messages(h.ollama.chat_requests().last().unwrap());
+    assert_eq!(
+        asked.last().unwrap(),
+        "How is the weather now?",
+        "{asked:?}"
+    );
+    assert!(
+        h.logs()
+            .contains("weather: answering without it: request failed"),
+        "{}",
+        h.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_request_costs_the_guest_its_data_not_the_user_an_answer() {
+    let mut h = harness().await;
+    let manifest = h.scratch.manifest(&format!(
+        "[[stage]]\nname = \"hostile\"\nguest = {:?}\ntimeout_ms = 2000\n",
+        guests::HOSTILE
+    ));
+    h.use_manifest(manifest);
+    let _bot = h.bot(&[]);
+    let secret_query = "http://127.0.0.2:9/v1/forecast?apikey=do-not-log-me";
+    h.telegram
+        .push_message(FRIEND, FRIEND, &format!("fetch:{secret_query}"));
+    // The hostile guest shapes its own answer too: in capitals.
+    h.wait_for_message(FRIEND, |m| {
+        m.visible_text.contains("REQUEST REFUSED BY THE HOST")
+    })
+    .await;
+    h.telegram.push_message(FRIEND, FRIEND, "and now?");
+    h.wait_for_message(FRIEND, |m| m.visible_text.contains("AND NOW?"))
+        .await;
+    let logs = h.logs();
+    assert!(
+        logs.contains("HTTP request refused") && logs.contains("127.0.0.2:9"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("do-not-log-me"),
+        "the query string reached the log: {logs}"
+    );
+}

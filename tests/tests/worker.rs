@@ -518,3 +518,39 @@ async fn a_job_that_was_started_max_attempts_times_is_given_up_once() {
     let (_, scratch) = s.shut_down().await;
     assert!(pending(scratch.path()).is_empty(), "the job is gone");
 }
+
+#[tokio::test(start_paused = true)]
+async fn structured_output_is_shown_only_once_complete() {
+    let mut s = Setup::start(1).await;
+    let json = r#"{"mood": "calm", "words": 3}"#;
+    // A formatter asks for JSON ("json" makes the hostile guest do so); the tokens come
+    // slowly enough for several partial updates.
+    s.llm.push(Answer::words(json, Duration::from_millis(700)));
+    s.send(1, "json").await;
+    s.answered(1, 1).await;
+    // The hostile guest's shaper (the same stage) uppercases what it is given.
+    let shown: Vec<Shown> = s
+        .recorder
+        .shown(1)
+        .into_iter()
+        .map(|(_, shown)| shown)
+        .collect();
+    assert_eq!(
+        shown,
+        [finish(r#"{"MOOD": "CALM", "WORDS": 3}"#)],
+        "no partial JSON is shown"
+    );
+    // Prose still streams.
+    s.llm.push(Answer::words(
+        "one two three four",
+        Duration::from_millis(700),
+    ));
+    s.send(2, "prose").await;
+    s.answered(2, 1).await;
+    let shown = s.recorder.shown(2);
+    assert!(
+        matches!(shown.first(), Some((_, Shown::Partial(_)))) && shown.len() > 1,
+        "{shown:?}"
+    );
+    s.shut_down().await;
+}

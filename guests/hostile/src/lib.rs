@@ -8,6 +8,10 @@
 //! pollable that never becomes ready), `exit:<status>`, `honest:<ms>:<mib>` (works that
 //! long on that much memory, then answers), `config:<key>` (answers with its config
 //! value), `reject:<reason>`, `reply:<text>`;
+//! `fetch:<url> <url> …` (GETs each in turn through `wasi:http`, answering one line per
+//! request: `<status> <bytes> bytes` or `error: …`), `kv-set:<key>=<value>`,
+//! `kv-get:<key>`, `kv-keys:<prefix>`, `json` / `schema:<json>` (asks the model for
+//! structured output and passes the prompt on);
 //! anything else is echoed uppercased, so tests can see that it ran. The config key
 //! `always` names a command obeyed on every call instead (`always = "panic"`: a guest that
 //! fails from its very first call).
@@ -106,6 +110,31 @@ fn obey(command: &str) -> Option<Outcome> {
             ))
         }
         "config" => answer(pi_agent_guest::config(arg).unwrap_or_else(|| "<unset>".into())),
+        "fetch" => {
+            let lines: Vec<String> = arg
+                .split_whitespace()
+                .map(|url| match pi_agent_guest::http::get(url) {
+                    Ok(response) => format!("{} {} bytes", response.status, response.body.len()),
+                    Err(e) => format!("error: {e}"),
+                })
+                .collect();
+            answer(lines.join("\n"))
+        }
+        "kv-set" => {
+            let (key, value) = arg.split_once('=').unwrap_or((arg, ""));
+            answer(match pi_agent_guest::kv::set(key, value) {
+                Ok(()) => "stored".into(),
+                Err(e) => format!("kv error: {e:?}"),
+            })
+        }
+        "kv-get" => answer(match pi_agent_guest::kv::get(arg) {
+            Ok(value) => value.unwrap_or_else(|| "<none>".into()),
+            Err(e) => format!("kv error: {e:?}"),
+        }),
+        "kv-keys" => answer(match pi_agent_guest::kv::keys(arg) {
+            Ok(keys) => keys.join(","),
+            Err(e) => format!("kv error: {e:?}"),
+        }),
         "reject" => Some(Outcome::Reject(arg.into())),
         "reply" => answer(arg.into()),
         _ => None,
@@ -119,10 +148,20 @@ fn command(text: &str) -> String {
 
 impl Formatter for Hostile {
     fn format(_ctx: ChatContext, mut prompt: Prompt) -> Outcome {
-        let Some(last) = prompt.messages.last_mut() else {
+        let Some(last) = prompt.messages.last() else {
             return Outcome::Prompt(prompt);
         };
-        if let Some(outcome) = obey(&command(&last.content)) {
+        let command = command(&last.content);
+        if command == "json" {
+            pi_agent_guest::structured::ask_for_json(&mut prompt);
+            return Outcome::Prompt(prompt);
+        }
+        if let Some(schema) = command.strip_prefix("schema:") {
+            pi_agent_guest::structured::ask_for_schema(&mut prompt, schema);
+            return Outcome::Prompt(prompt);
+        }
+        let last = prompt.messages.last_mut().expect("checked above");
+        if let Some(outcome) = obey(&command) {
             return outcome;
         }
         last.content = last.content.to_uppercase();

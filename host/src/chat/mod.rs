@@ -87,7 +87,8 @@ pub struct ChatService<R: Replies> {
     pipeline: SharedPipeline,
     store: Arc<Mutex<Store>>,
     replies: R,
-    queue: Mutex<Queue>,
+    /// Shared with each job's sink, which marks the job once its last word is out.
+    queue: Arc<Mutex<Queue>>,
     job_ready: Notify,
     last_tokens_per_second: Mutex<Option<f64>>,
     resets: Mutex<std::collections::HashMap<i64, u64>>,
@@ -106,7 +107,10 @@ impl<R: Replies> ChatService<R> {
         replies: R,
     ) -> Arc<Self> {
         Arc::new(Self {
-            queue: Mutex::new(Queue::new(config.queue_capacity, config.llm_concurrency)),
+            queue: Arc::new(Mutex::new(Queue::new(
+                config.queue_capacity,
+                config.llm_concurrency,
+            ))),
             config,
             llm_config,
             llm,

@@ -22,8 +22,8 @@ pub struct Queue {
     capacity: usize,
     workers: usize,
     waiting: VecDeque<PendingJob>,
-    /// Chats with a job in progress: how to cancel it, and whether its answer was
-    /// delivered already (it is only storing its turn).
+    /// Chats with a job in progress: how to cancel it, and whether its last word (final
+    /// reply or notice) is out already (it only waits for Telegram and stores its turn).
     running: HashMap<i64, Running>,
 }
 
@@ -91,7 +91,7 @@ impl Queue {
         Some((job, cancel))
     }
 
-    /// The chat's answer is delivered; its job only has its bookkeeping left.
+    /// The chat's last word is on its way; its job only has its bookkeeping left.
     pub fn delivered(&mut self, chat_id: i64) {
         if let Some(running) = self.running.get_mut(&chat_id) {
             running.delivered = true;

@@ -1,13 +1,14 @@
 //! One worker: takes the next job, runs it through the pipeline and the LLM, streams the
 //! shaped reply to its sink, and completes the job in the store.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::queue::Queue;
 use super::{ChatService, MAX_ATTEMPTS, Replies, ReplySink};
 use super::{NewJob, PendingJob};
 use crate::clock;
@@ -58,9 +59,6 @@ pub async fn run<R: Replies>(service: Arc<ChatService<R>>, shutdown: Cancellatio
             tracing::info!(?queue_wait, "answering");
             let resets_before = service.resets(chat_id);
             let mut ending = service.answer(job, &cancel).await;
-            if matches!(ending, Ending::Completed(_)) {
-                service.lock_queue().delivered(chat_id);
-            }
             if service.resets(chat_id) != resets_before {
                 // `/reset` came while this was being answered: don't bring the turn back.
                 ending = ending.without_history();
@@ -76,9 +74,13 @@ pub async fn run<R: Replies>(service: Arc<ChatService<R>>, shutdown: Cancellatio
 
 impl<R: Replies> ChatService<R> {
     async fn answer(&self, job: PendingJob, cancel: &CancellationToken) -> Ending {
-        let mut sink = self
-            .replies
-            .open(job.message.chat_id, job.message.message_id);
+        let mut sink = JobSink {
+            sink: self
+                .replies
+                .open(job.message.chat_id, job.message.message_id),
+            queue: self.queue.clone(),
+            chat_id: job.message.chat_id,
+        };
         if job.attempts >= MAX_ATTEMPTS {
             return self.give_up(&mut sink, &job).await;
         }
@@ -130,7 +132,7 @@ impl<R: Replies> ChatService<R> {
 
     /// The job was started `MAX_ATTEMPTS` times and never finished: each time the process
     /// died on it. Tell its user and the admins once, and drop it.
-    async fn give_up(&self, sink: &mut R::Sink, job: &PendingJob) -> Ending {
+    async fn give_up(&self, sink: &mut JobSink<R::Sink>, job: &PendingJob) -> Ending {
         tracing::error!(
             attempts = job.attempts,
             "giving up on a message: the bot stopped while answering it {} times",
@@ -170,7 +172,7 @@ impl<R: Replies> ChatService<R> {
     /// Streams the LLM's answer, shaping paced partials, then the final text.
     async fn generate(
         &self,
-        sink: &mut R::Sink,
+        sink: &mut JobSink<R::Sink>,
         answer: &Answer<'_>,
         cancel: &CancellationToken,
     ) -> Ending {
@@ -187,8 +189,10 @@ impl<R: Replies> ChatService<R> {
         let mut text = String::new();
         let mut last_partial: Option<tokio::time::Instant> = None;
         // A shaper that fails on a partial reply is not asked again before the final one:
-        // a guest stuck until its deadline would otherwise cost it on every edit.
-        let mut shape_partials = true;
+        // a guest stuck until its deadline would otherwise cost it on every edit. Partial
+        // structured output (JSON) is never shown: the shapers decide what the user reads
+        // once it is complete.
+        let mut shape_partials = answer.prompt.options.format.is_none();
         let mut typing =
             tokio::time::interval_at(tokio::time::Instant::now() + TYPING_RENEWAL, TYPING_RENEWAL);
         loop {
@@ -246,7 +250,12 @@ impl<R: Replies> ChatService<R> {
     }
 
     /// `/stop` delivers what was generated so far; shutdown leaves the job pending.
-    async fn cancelled(&self, sink: &mut R::Sink, answer: &Answer<'_>, text: String) -> Ending {
+    async fn cancelled(
+        &self,
+        sink: &mut JobSink<R::Sink>,
+        answer: &Answer<'_>,
+        text: String,
+    ) -> Ending {
         if self.shutting_down() {
             tracing::info!("interrupted by shutdown; stays pending");
             return Ending::KeepPending;
@@ -259,7 +268,7 @@ impl<R: Replies> ChatService<R> {
     /// Delivers `text` so far (if any) as a final reply, then `notice`.
     async fn partial_then_notice(
         &self,
-        sink: &mut R::Sink,
+        sink: &mut JobSink<R::Sink>,
         answer: &Answer<'_>,
         text: String,
         notice: &str,
@@ -298,6 +307,45 @@ impl<R: Replies> ChatService<R> {
         if let Err(e) = result {
             tracing::error!("cannot update the job in the store: {e}");
         }
+    }
+}
+
+/// A job's reply sink that tells the queue when the job's last word — a final reply or
+/// notice — goes out: from then on the job is ahead of no one, though it still waits for
+/// Telegram's answer and stores its turn. A user who writes right after seeing the answer
+/// is not told to wait for it.
+struct JobSink<S> {
+    sink: S,
+    queue: Arc<Mutex<Queue>>,
+    chat_id: i64,
+}
+
+impl<S: ReplySink> JobSink<S> {
+    fn last_word(&self) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .delivered(self.chat_id);
+    }
+}
+
+impl<S: ReplySink> ReplySink for JobSink<S> {
+    fn working(&mut self) -> impl Future<Output = ()> + Send {
+        self.sink.working()
+    }
+
+    fn partial(&mut self, reply: &Reply) -> impl Future<Output = ()> + Send {
+        self.sink.partial(reply)
+    }
+
+    async fn finish(&mut self, reply: &Reply) -> anyhow::Result<()> {
+        self.last_word();
+        self.sink.finish(reply).await
+    }
+
+    async fn notice(&mut self, text: &str) -> anyhow::Result<()> {
+        self.last_word();
+        self.sink.notice(text).await
     }
 }
 

@@ -112,8 +112,8 @@ fn check(pipeline: &Pipeline) -> anyhow::Result<ExitCode> {
         pipeline.stages().len()
     );
     println!(
-        "{:<16} {:<17} {:>10} {:<12} {:>9} {:<8} {:>8} {:>8} {:>8}",
-        "stage", "role", "size", "hash", "load", "compile", "memory", "timeout", "output"
+        "{:<16} {:<17} {:<5} {:>10} {:<12} {:>9} {:<8} {:>8} {:>8} {:>8}  grants",
+        "stage", "role", "wit", "size", "hash", "load", "compile", "memory", "timeout", "output"
     );
     for s in pipeline.stages() {
         let source = match s.source {
@@ -121,9 +121,10 @@ fn check(pipeline: &Pipeline) -> anyhow::Result<ExitCode> {
             CompileSource::Compiled => "compiled",
         };
         println!(
-            "{:<16} {:<17} {:>6} KiB {:<12} {:>6} ms {:<8} {:>4} MiB {:>5} ms {:>4} KiB",
+            "{:<16} {:<17} {:<5} {:>6} KiB {:<12} {:>6} ms {:<8} {:>4} MiB {:>5} ms {:>4} KiB  {}",
             s.name,
             s.role.to_string(),
+            s.wit_version.to_string(),
             s.size_bytes.div_ceil(1024),
             s.hash.short(),
             s.load_time.as_millis(),
@@ -131,6 +132,7 @@ fn check(pipeline: &Pipeline) -> anyhow::Result<ExitCode> {
             s.limits.memory_mib(),
             s.limits.timeout.as_millis(),
             s.limits.max_output_bytes / 1024,
+            s.grants,
         );
     }
     Ok(ExitCode::SUCCESS)

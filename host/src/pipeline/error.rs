@@ -28,6 +28,9 @@ pub enum FailureKind {
     /// trap's one-line description; the backtrace goes to the log only.
     #[error("crashed: {0}")]
     Trap(String),
+    /// A formatter asked for structured output with a schema that is not JSON.
+    #[error("set a response format whose JSON Schema is not valid JSON ({0})")]
+    InvalidSchema(String),
 }
 
 /// A stage call that failed.
@@ -71,9 +74,15 @@ pub enum LoadError {
     },
     #[error(
         "stage '{stage}': {path} exports neither a formatter nor a shaper of \
-         pi-agent:pipeline@0.1.0 (build it with the pi-agent-guest SDK or against wit/v0.1.0)"
+         pi-agent:pipeline@0.2.0 or @0.1.0 (build it with the pi-agent-guest SDK or against \
+         wit/v0.2.0)"
     )]
     NoRole { stage: String, path: PathBuf },
+    #[error(
+        "stage '{stage}': its config uses ${{{variable}}}, which is not set — put {variable}=… \
+         in .env or the environment"
+    )]
+    MissingSecret { stage: String, variable: String },
     #[error("stage '{stage}': smoke test of {path} failed: {message}")]
     Smoke {
         stage: String,

@@ -11,15 +11,25 @@
 //! max_output_kib = 1024
 //! [stage.config]                       # read by the guest through `host.config(key)`
 //! system_prompt = "You are a concise assistant."
+//! api_key = "${OPENWEATHER_KEY}"       # filled from the environment / .env at load
+//! [stage.grants]                       # what the stage may reach; nothing by default
+//! http = ["https://api.open-meteo.com"]
+//! kv_kib = 64
 //! ```
+//!
+//! A `${NAME}` in a config string is a secret: it comes from the environment (or `.env`),
+//! never from this file, so the file can be shared; a missing one fails the load, naming
+//! it. Secret values are never printed (`Debug` shows `${NAME}`).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::error::LoadError;
+use super::grants::{Grants, RawGrants};
 use super::limits::{MAX_GUEST_MEMORY, StageLimits};
 
 /// A parsed manifest with paths resolved against its directory.
@@ -31,13 +41,35 @@ pub struct Manifest {
 }
 
 /// One `[[stage]]` entry.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct StageSpec {
     pub name: String,
     pub guest: PathBuf,
     pub limits: StageLimits,
-    /// `[stage.config]`, every value as text (strings as written, others as TOML).
+    /// `[stage.config]`, every value as text (strings as written, others as TOML), with
+    /// secrets filled in.
     pub config: BTreeMap<String, String>,
+    /// Config values as written, for the keys whose value holds a secret.
+    secrets: BTreeMap<String, String>,
+    pub grants: Grants,
+}
+
+/// Everything but secret values: those show as written (`${NAME}`).
+impl fmt::Debug for StageSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let config: BTreeMap<&String, &String> = self
+            .config
+            .iter()
+            .map(|(k, v)| (k, self.secrets.get(k).unwrap_or(v)))
+            .collect();
+        f.debug_struct("StageSpec")
+            .field("name", &self.name)
+            .field("guest", &self.guest)
+            .field("limits", &self.limits)
+            .field("config", &config)
+            .field("grants", &self.grants)
+            .finish()
+    }
 }
 
 #[derive(Deserialize)]
@@ -58,6 +90,8 @@ struct RawStage {
     max_output_kib: Option<u64>,
     #[serde(default)]
     config: toml::Table,
+    #[serde(default)]
+    grants: RawGrants,
 }
 
 impl Manifest {
@@ -73,6 +107,16 @@ impl Manifest {
 
     /// Parses manifest text as if it were read from `path`.
     pub fn parse(path: &Path, text: &str, defaults: &StageLimits) -> Result<Self, LoadError> {
+        Self::parse_with_env(path, text, defaults, |name| std::env::var(name).ok())
+    }
+
+    /// [`Self::parse`], with secrets looked up by `env`.
+    fn parse_with_env(
+        path: &Path,
+        text: &str,
+        defaults: &StageLimits,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, LoadError> {
         let invalid = |message: String| LoadError::InvalidManifest {
             path: path.to_owned(),
             message,
@@ -92,17 +136,30 @@ impl Manifest {
                     stage.name
                 )));
             }
-            let limits = stage_limits(&stage, defaults)
-                .map_err(|m| invalid(format!("stage '{}': {m}", stage.name)))?;
+            let in_stage = |m: String| invalid(format!("stage '{}': {m}", stage.name));
+            let limits = stage_limits(&stage, defaults).map_err(in_stage)?;
+            let grants = Grants::parse(stage.grants).map_err(in_stage)?;
+            let mut config = BTreeMap::new();
+            let mut secrets = BTreeMap::new();
+            for (key, value) in stage.config {
+                let written = config_text(value);
+                let filled =
+                    fill_secrets(&written, &env).map_err(|variable| LoadError::MissingSecret {
+                        stage: stage.name.clone(),
+                        variable,
+                    })?;
+                if filled != written {
+                    secrets.insert(key.clone(), written);
+                }
+                config.insert(key, filled);
+            }
             stages.push(StageSpec {
                 guest: base.join(&stage.guest),
-                config: stage
-                    .config
-                    .into_iter()
-                    .map(|(k, v)| (k, config_text(v)))
-                    .collect(),
+                config,
+                secrets,
                 name: stage.name,
                 limits,
+                grants,
             });
         }
         Ok(Self {
@@ -138,6 +195,36 @@ fn stage_limits(stage: &RawStage, defaults: &StageLimits) -> Result<StageLimits,
         limits.max_output_bytes = usize::try_from(kib.saturating_mul(1024)).unwrap_or(usize::MAX);
     }
     Ok(limits)
+}
+
+/// `text` with every `${NAME}` replaced by `env(NAME)`; the first unset name is the error.
+/// A `$` not followed by `{NAME}` stays as it is.
+fn fill_secrets(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut filled = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        let after = &rest[start + 2..];
+        let name_end = after.find('}').filter(|&end| {
+            end > 0
+                && after[..end]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+        filled.push_str(&rest[..start]);
+        match name_end {
+            Some(end) => {
+                let name = &after[..end];
+                filled.push_str(&env(name).ok_or_else(|| name.to_owned())?);
+                rest = &after[end + 1..];
+            }
+            None => {
+                filled.push_str("${");
+                rest = after;
+            }
+        }
+    }
+    filled.push_str(rest);
+    Ok(filled)
 }
 
 /// Strings pass through as written; other TOML values become their TOML text, so a guest
@@ -222,5 +309,61 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_never_show() {
+        let text = r#"
+            [[stage]]
+            name = "weather"
+            guest = "w.wasm"
+            [stage.config]
+            url = "https://api.example.org/?key=${API_KEY}&units=${UNITS}"
+            price = "$5 ${ not a name }"
+            [stage.grants]
+            http = ["https://api.example.org"]
+            kv_kib = 4
+            "#;
+        let env = |name: &str| match name {
+            "API_KEY" => Some("s3cr3t".to_owned()),
+            "UNITS" => Some("metric".to_owned()),
+            _ => None,
+        };
+        let m = Manifest::parse_with_env(Path::new("p.toml"), text, &StageLimits::default(), env)
+            .unwrap();
+        let stage = &m.stages[0];
+        assert_eq!(
+            stage.config["url"],
+            "https://api.example.org/?key=s3cr3t&units=metric"
+        );
+        assert_eq!(stage.config["price"], "$5 ${ not a name }");
+        assert_eq!(stage.grants.kv_quota_bytes, Some(4096));
+        let shown = format!("{stage:?}");
+        assert!(
+            !shown.contains("s3cr3t") && shown.contains("${API_KEY}"),
+            "{shown}"
+        );
+
+        let err =
+            Manifest::parse_with_env(Path::new("p.toml"), text, &StageLimits::default(), |_| None)
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("stage 'weather'") && err.contains("${API_KEY}") && err.contains(".env"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_grant_names_the_stage() {
+        let err = parse(
+            "[[stage]]\nname = \"a\"\nguest = \"x\"\n[stage.grants]\nhttp = [\"example.org\"]",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("stage 'a': grants.http: \"example.org\" is not a URL"),
+            "{err}"
+        );
     }
 }

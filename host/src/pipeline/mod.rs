@@ -21,6 +21,9 @@
 mod cache;
 mod engine;
 mod error;
+mod grants;
+mod http;
+mod kv;
 mod limits;
 mod manifest;
 mod reload;
@@ -35,11 +38,14 @@ use std::sync::Arc;
 pub use cache::{CompileCache, CompileSource, ContentHash};
 pub use engine::{GuestEngine, MEMORY_SLOTS};
 pub use error::{FailureKind, LoadError, StageError};
+pub use grants::Grants;
+pub use http::{MAX_RESPONSE_BODY, REQUESTS_PER_CALL};
+pub use kv::KvDatabase;
 pub use limits::{MAX_GUEST_MEMORY, StageLimits};
 pub use manifest::{Manifest, StageSpec};
 pub use reload::{ReloadReport, Reloader, SharedPipeline};
 pub use sandbox::LOG_LINES_PER_CALL;
-pub use stage::{Outcome, Role, StageInfo};
+pub use stage::{Outcome, Role, StageInfo, WitVersion};
 pub use watch::PipelineWatch;
 
 use crate::prompt::{ChatContext, Prompt, Reply};
@@ -70,10 +76,11 @@ impl Pipeline {
         engine: Arc<GuestEngine>,
         manifest: Manifest,
         cache: &CompileCache,
+        kv_database: &KvDatabase,
     ) -> Result<Self, LoadError> {
         let mut stages = Vec::with_capacity(manifest.stages.len());
         for spec in &manifest.stages {
-            stages.push(Stage::load(&engine, cache, spec).await?);
+            stages.push(Stage::load(&engine, cache, spec, kv_database).await?);
         }
         Ok(Self {
             engine,
@@ -88,9 +95,10 @@ impl Pipeline {
         path: &Path,
         defaults: &StageLimits,
         cache: &CompileCache,
+        kv_database: &KvDatabase,
     ) -> Result<Self, LoadError> {
         let manifest = Manifest::load(path, defaults)?;
-        Self::load(engine, manifest, cache).await
+        Self::load(engine, manifest, cache, kv_database).await
     }
 
     pub fn manifest(&self) -> &Manifest {

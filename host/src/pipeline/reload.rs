@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{CompileCache, GuestEngine, LoadError, Pipeline, PipelineWatch, StageInfo};
+use super::{CompileCache, GuestEngine, KvDatabase, LoadError, Pipeline, PipelineWatch, StageInfo};
 use crate::config::PipelineConfig;
 
 /// The pipeline new messages use; replaced whole by a reload.
@@ -27,6 +27,7 @@ pub struct Reloader {
     engine: Arc<GuestEngine>,
     config: PipelineConfig,
     cache: CompileCache,
+    kv_database: KvDatabase,
     current: SharedPipeline,
     /// One reload at a time, whatever triggered it.
     running: tokio::sync::Mutex<()>,
@@ -80,11 +81,13 @@ impl Reloader {
     pub async fn start(config: PipelineConfig) -> anyhow::Result<Arc<Self>> {
         let engine = GuestEngine::new()?;
         let cache = compile_cache(&config);
+        let kv_database = KvDatabase::open(&config.database)?;
         let pipeline = Pipeline::load_file(
             engine.clone(),
             &config.manifest,
             &config.default_limits,
             &cache,
+            &kv_database,
         )
         .await?;
         let current = Arc::new(ArcSwap::from_pointee(pipeline));
@@ -92,6 +95,7 @@ impl Reloader {
             engine,
             config,
             cache,
+            kv_database,
             current,
             running: tokio::sync::Mutex::new(()),
         }))
@@ -142,6 +146,7 @@ impl Reloader {
             &self.config.manifest,
             &self.config.default_limits,
             &self.cache,
+            &self.kv_database,
         )
         .await
     }

@@ -1,6 +1,7 @@
 //! What a guest can reach: WASI with nothing granted, the `host` interface (log, config),
-//! and its stdout/stderr captured into the host log under a per-call budget. One
-//! `StageState` per call.
+//! its stdout/stderr captured into the host log under a per-call budget — and, from WIT
+//! 0.2.0 or through `wasi:http` in any version, what its stage was granted: HTTP to granted
+//! origins (`http`), a private key-value store (`kv`). One `StageState` per call.
 //!
 //! WASI is linked with its *async* bindings: a guest that sleeps or polls waits on the
 //! async runtime, where its call's deadline can drop it, instead of blocking a thread.
@@ -20,8 +21,13 @@ use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView as _};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use super::grants::Grants;
+use super::http::GuestHttp;
+use super::kv::{GuestKv, KvDatabase, KvError};
 use super::limits::{Limiter, StageLimits};
-use super::wit::v0_1_0;
+use super::wit::{v0_1_0, v0_2_0};
 
 /// How much of each of a guest's stdout and stderr one call keeps in memory (to be logged,
 /// and to find a panic message in); the rest is dropped and counted.
@@ -32,12 +38,25 @@ const CAPTURED_OUTPUT_BYTES: usize = 16 * 1024;
 pub const LOG_LINES_PER_CALL: usize = 64;
 const LOG_BYTES_PER_CALL: usize = 16 * 1024;
 
+/// What a stage's calls share: its name, its `[stage.config]`, its grants and the database
+/// behind its `kv`. Cheap to clone (all shared).
+#[derive(Clone)]
+pub struct StageContext {
+    pub stage: Arc<str>,
+    pub config: Arc<BTreeMap<String, String>>,
+    pub grants: Arc<Grants>,
+    pub kv_database: KvDatabase,
+}
+
 /// The store data of one stage call.
 pub struct StageState {
     stage: Arc<str>,
     config: Arc<BTreeMap<String, String>>,
     wasi: WasiCtx,
     table: ResourceTable,
+    http_ctx: WasiHttpCtx,
+    http: GuestHttp,
+    kv: GuestKv,
     pub limiter: Limiter,
     pub stdout: CapturedOutput,
     pub stderr: CapturedOutput,
@@ -45,11 +64,13 @@ pub struct StageState {
 }
 
 impl StageState {
-    pub fn new(
-        stage: Arc<str>,
-        config: Arc<BTreeMap<String, String>>,
-        limits: &StageLimits,
-    ) -> Self {
+    pub fn new(context: &StageContext, limits: &StageLimits) -> Self {
+        let StageContext {
+            stage,
+            config,
+            grants,
+            kv_database,
+        } = context.clone();
         let stdout = CapturedOutput::default();
         let stderr = CapturedOutput::default();
         // `WasiCtxBuilder::new()` grants nothing: no preopened directories, no environment
@@ -60,10 +81,13 @@ impl StageState {
             .stderr(stderr.clone())
             .build();
         Self {
+            http: GuestHttp::new(stage.clone(), grants.clone(), limits.timeout),
+            kv: GuestKv::new(kv_database, stage.clone(), grants.kv_quota_bytes),
             stage,
             config,
             wasi,
             table: ResourceTable::new(),
+            http_ctx: WasiHttpCtx::new(),
             limiter: Limiter::new(limits),
             stdout,
             stderr,
@@ -148,34 +172,97 @@ impl WasiView for StageState {
     }
 }
 
-impl v0_1_0::host::Host for StageState {
-    fn log(&mut self, level: v0_1_0::host::Level, message: String) {
-        use v0_1_0::host::Level;
-        let Some(message) = self.log_budget.admit(&message) else {
+impl WasiHttpView for StageState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http_ctx,
+            table: &mut self.table,
+            hooks: &mut self.http,
+        }
+    }
+}
+
+impl StageState {
+    /// `host.log`, the same in every version: within the call's log budget.
+    fn log(&mut self, level: tracing::Level, message: &str) {
+        let Some(message) = self.log_budget.admit(message) else {
             return;
         };
         let stage = &*self.stage;
         match level {
-            Level::Trace => tracing::trace!(stage, "{message}"),
-            Level::Debug => tracing::debug!(stage, "{message}"),
-            Level::Info => tracing::info!(stage, "{message}"),
-            Level::Warn => tracing::warn!(stage, "{message}"),
-            Level::Error => tracing::error!(stage, "{message}"),
+            tracing::Level::TRACE => tracing::trace!(stage, "{message}"),
+            tracing::Level::DEBUG => tracing::debug!(stage, "{message}"),
+            tracing::Level::INFO => tracing::info!(stage, "{message}"),
+            tracing::Level::WARN => tracing::warn!(stage, "{message}"),
+            tracing::Level::ERROR => tracing::error!(stage, "{message}"),
         }
-    }
-
-    fn config(&mut self, key: String) -> Option<String> {
-        self.config.get(&key).cloned()
     }
 }
 
-impl v0_1_0::types::Host for StageState {}
+/// The `host` interface of one WIT version, the same in each: `log` and `config`.
+macro_rules! host_interface {
+    ($version:ident) => {
+        impl $version::host::Host for StageState {
+            fn log(&mut self, level: $version::host::Level, message: String) {
+                use $version::host::Level;
+                let level = match level {
+                    Level::Trace => tracing::Level::TRACE,
+                    Level::Debug => tracing::Level::DEBUG,
+                    Level::Info => tracing::Level::INFO,
+                    Level::Warn => tracing::Level::WARN,
+                    Level::Error => tracing::Level::ERROR,
+                };
+                StageState::log(self, level, &message);
+            }
 
-/// Links everything a guest may import: the `host` interface and WASI p2 (async bindings)
-/// *without* sockets, so a guest that imports `wasi:sockets` fails to load with a clear
-/// "unknown import".
+            fn config(&mut self, key: String) -> Option<String> {
+                self.config.get(&key).cloned()
+            }
+        }
+
+        impl $version::types::Host for StageState {}
+    };
+}
+
+host_interface!(v0_1_0);
+host_interface!(v0_2_0);
+
+impl v0_2_0::kv::Host for StageState {
+    async fn get(&mut self, key: String) -> Result<Option<String>, v0_2_0::kv::KvError> {
+        self.kv.get(key).await.map_err(Into::into)
+    }
+
+    async fn set(&mut self, key: String, value: String) -> Result<(), v0_2_0::kv::KvError> {
+        self.kv.set(key, value).await.map_err(Into::into)
+    }
+
+    async fn delete(&mut self, key: String) -> Result<(), v0_2_0::kv::KvError> {
+        self.kv.delete(key).await.map_err(Into::into)
+    }
+
+    async fn keys(&mut self, prefix: String) -> Result<Vec<String>, v0_2_0::kv::KvError> {
+        self.kv.keys(prefix).await.map_err(Into::into)
+    }
+}
+
+impl From<KvError> for v0_2_0::kv::KvError {
+    fn from(error: KvError) -> Self {
+        match error {
+            KvError::NotGranted => Self::NotGranted,
+            KvError::QuotaExceeded(quota) => Self::QuotaExceeded(quota),
+            KvError::Unavailable(why) => Self::Unavailable(why),
+        }
+    }
+}
+
+/// Links everything a guest may import: the `host` interface of each WIT version, `kv`,
+/// `wasi:http` (every request checked against the stage's grants) and WASI p2 (async
+/// bindings) *without* sockets, so a guest that imports `wasi:sockets` fails to load with
+/// a clear "unknown import".
 pub fn link(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
     v0_1_0::StageGuest::add_to_linker::<_, HasSelf>(linker, |state| state)?;
+    v0_2_0::StageGuest::add_to_linker::<_, HasSelf>(linker, |state| state)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
 
     let l = linker;
     wasi::clocks::wall_clock::add_to_linker::<_, WasiClocks>(l, StageState::clocks)?;

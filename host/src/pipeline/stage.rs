@@ -1,7 +1,6 @@
 //! One loaded stage: a compiled, pre-linked guest and the calls into it. Every call runs in
 //! a fresh `Store` under the stage's limits, and every failure becomes a `StageError`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -13,11 +12,13 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use super::cache::{CompileCache, CompileSource, ContentHash};
 use super::engine::GuestEngine;
 use super::error::{FailureKind, LoadError, StageError};
+use super::grants::Grants;
+use super::kv::KvDatabase;
 use super::limits::{MAX_MEMORIES, StageLimits};
 use super::manifest::StageSpec;
-use super::sandbox::StageState;
-use super::wit::v0_1_0::{self, FormatterIndices, ShaperIndices};
-use crate::prompt::{ChatContext, ChatMessage, Prompt, Reply};
+use super::sandbox::{StageContext, StageState};
+use super::wit::{v0_1_0, v0_2_0};
+use crate::prompt::{ChatContext, ChatMessage, Prompt, Reply, ResponseFormat};
 
 /// What a stage does, detected from the component's exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,12 +48,30 @@ impl std::fmt::Display for Role {
     }
 }
 
+/// The WIT version a guest was built against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WitVersion {
+    V0_1_0,
+    V0_2_0,
+}
+
+impl std::fmt::Display for WitVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::V0_1_0 => "0.1.0",
+            Self::V0_2_0 => "0.2.0",
+        })
+    }
+}
+
 /// How a stage was loaded, for `pipeline check`, `/status` and reload logs.
 #[derive(Debug, Clone)]
 pub struct StageInfo {
     pub name: String,
     pub guest: PathBuf,
     pub role: Role,
+    pub wit_version: WitVersion,
+    pub grants: Grants,
     pub size_bytes: usize,
     pub hash: ContentHash,
     pub source: CompileSource,
@@ -113,15 +132,118 @@ fn compile(
     }
 }
 
+/// A guest's exports, in the WIT version it was built against: one variant per version,
+/// each converting to and from the host's types (Zed's extension host does the same).
+enum Exports {
+    V0_1_0 {
+        formatter: Option<v0_1_0::FormatterIndices>,
+        shaper: Option<v0_1_0::ShaperIndices>,
+    },
+    V0_2_0 {
+        formatter: Option<v0_2_0::FormatterIndices>,
+        shaper: Option<v0_2_0::ShaperIndices>,
+    },
+}
+
+impl Exports {
+    /// The newest version the component exports a role of, and that role; `None` if it
+    /// exports none of any version.
+    fn find(pre: &InstancePre<StageState>) -> Option<(Self, Role)> {
+        let newest = Self::V0_2_0 {
+            formatter: v0_2_0::FormatterIndices::new(pre).ok(),
+            shaper: v0_2_0::ShaperIndices::new(pre).ok(),
+        };
+        let oldest = Self::V0_1_0 {
+            formatter: v0_1_0::FormatterIndices::new(pre).ok(),
+            shaper: v0_1_0::ShaperIndices::new(pre).ok(),
+        };
+        [newest, oldest]
+            .into_iter()
+            .find_map(|exports| Some((exports.role()?, exports)))
+            .map(|(role, exports)| (exports, role))
+    }
+
+    fn role(&self) -> Option<Role> {
+        let (formats, shapes) = match self {
+            Self::V0_1_0 { formatter, shaper } => (formatter.is_some(), shaper.is_some()),
+            Self::V0_2_0 { formatter, shaper } => (formatter.is_some(), shaper.is_some()),
+        };
+        match (formats, shapes) {
+            (true, true) => Some(Role::Both),
+            (true, false) => Some(Role::Formatter),
+            (false, true) => Some(Role::Shaper),
+            (false, false) => None,
+        }
+    }
+
+    fn version(&self) -> WitVersion {
+        match self {
+            Self::V0_1_0 { .. } => WitVersion::V0_1_0,
+            Self::V0_2_0 { .. } => WitVersion::V0_2_0,
+        }
+    }
+}
+
+/// Calls one version's formatter export and converts its outcome; `$indices` is that
+/// version's `FormatterIndices`. A macro because each version's bindings are their own
+/// types: the code is the same, the types are not.
+macro_rules! call_format {
+    ($stage:expr, $engine:expr, $version:ident, $indices:expr, $ctx:expr, $prompt:expr) => {{
+        let indices = $indices.clone();
+        let (ctx, prompt) = (
+            $version::types::ChatContext::from($ctx),
+            $version::types::Prompt::from($prompt),
+        );
+        let outcome = $stage
+            .call($engine, move |store, instance| {
+                Box::pin(async move {
+                    indices
+                        .load(&mut *store, &instance)?
+                        .call_format(&mut *store, &ctx, &prompt)
+                        .await
+                })
+            })
+            .await?;
+        match outcome {
+            $version::types::Outcome::Prompt(p) => Outcome::Prompt(p.into()),
+            $version::types::Outcome::Reply(r) => Outcome::Reply(r.into()),
+            $version::types::Outcome::Reject(reason) => Outcome::Reject(reason),
+        }
+    }};
+}
+
+/// Calls one version's shaper export; see [`call_format!`].
+macro_rules! call_shape {
+    ($stage:expr, $engine:expr, $version:ident, $indices:expr, $ctx:expr, $prompt:expr, $reply:expr, $done:expr) => {{
+        let indices = $indices.clone();
+        let (ctx, prompt, reply, done) = (
+            $version::types::ChatContext::from($ctx),
+            $version::types::Prompt::from($prompt),
+            $version::types::Reply::from($reply),
+            $done,
+        );
+        let shaped: Reply = $stage
+            .call($engine, move |store, instance| {
+                Box::pin(async move {
+                    indices
+                        .load(&mut *store, &instance)?
+                        .call_shape(&mut *store, &ctx, &prompt, &reply, done)
+                        .await
+                })
+            })
+            .await?
+            .into();
+        shaped
+    }};
+}
+
 pub struct Stage {
     info: StageInfo,
-    name: Arc<str>,
-    config: Arc<BTreeMap<String, String>>,
+    context: StageContext,
     pre: InstancePre<StageState>,
     /// Pool memory slots one call holds: the memories the component defines.
     memories_per_call: u32,
-    formatter: Option<FormatterIndices>,
-    shaper: Option<ShaperIndices>,
+    exports: Exports,
 }
 
 impl Stage {
@@ -131,6 +253,7 @@ impl Stage {
         engine: &Arc<GuestEngine>,
         cache: &CompileCache,
         spec: &StageSpec,
+        kv_database: &KvDatabase,
     ) -> Result<Self, LoadError> {
         let started = Instant::now();
         let stage = spec.name.clone();
@@ -162,19 +285,16 @@ impl Stage {
             .resources_required()
             .map_or(MAX_MEMORIES, |r| r.num_memories as usize)
             .clamp(1, MAX_MEMORIES) as u32;
-        let formatter = FormatterIndices::new(&pre).ok();
-        let shaper = ShaperIndices::new(&pre).ok();
-        let role = match (&formatter, &shaper) {
-            (Some(_), Some(_)) => Role::Both,
-            (Some(_), None) => Role::Formatter,
-            (None, Some(_)) => Role::Shaper,
-            (None, None) => return Err(LoadError::NoRole { stage, path }),
+        let Some((exports, role)) = Exports::find(&pre) else {
+            return Err(LoadError::NoRole { stage, path });
         };
         let loaded = Self {
             info: StageInfo {
                 name: stage.clone(),
                 guest: path.clone(),
                 role,
+                wit_version: exports.version(),
+                grants: spec.grants.clone(),
                 size_bytes,
                 hash,
                 source,
@@ -182,12 +302,15 @@ impl Stage {
                 loaded_at: SystemTime::now(),
                 limits: spec.limits.clone(),
             },
-            name: stage.as_str().into(),
-            config: Arc::new(spec.config.clone()),
+            context: StageContext {
+                stage: stage.as_str().into(),
+                config: Arc::new(spec.config.clone()),
+                grants: Arc::new(spec.grants.clone()),
+                kv_database: kv_database.clone(),
+            },
             pre,
             memories_per_call,
-            formatter,
-            shaper,
+            exports,
         };
         loaded
             .smoke_test(engine)
@@ -227,12 +350,12 @@ impl Stage {
             )],
             options: Default::default(),
         };
-        if self.formatter.is_some() {
+        if self.role().formats() {
             self.format(engine, &ctx, &prompt)
                 .await
                 .map_err(|e| e.kind.to_string())?;
         }
-        if self.shaper.is_some() {
+        if self.role().shapes() {
             let reply = Reply::plain("Hi! **This** is a `smoke test`.");
             self.shape(engine, &ctx, &prompt, &reply, true)
                 .await
@@ -249,30 +372,28 @@ impl Stage {
         ctx: &ChatContext,
         prompt: &Prompt,
     ) -> Result<Outcome, StageError> {
-        // Owned, so the call's future borrows nothing but its store.
-        let indices = self
-            .formatter
-            .clone()
-            .expect("format called on a stage without a formatter");
-        let (ctx, prompt) = (
-            v0_1_0::types::ChatContext::from(ctx),
-            v0_1_0::types::Prompt::from(prompt),
-        );
-        let outcome = self
-            .call(engine, move |store, instance| {
-                Box::pin(async move {
-                    indices
-                        .load(&mut *store, &instance)?
-                        .call_format(&mut *store, &ctx, &prompt)
-                        .await
-                })
-            })
-            .await?;
-        let outcome = match outcome {
-            v0_1_0::types::Outcome::Prompt(p) => Outcome::Prompt(p.into()),
-            v0_1_0::types::Outcome::Reply(r) => Outcome::Reply(r.into()),
-            v0_1_0::types::Outcome::Reject(reason) => Outcome::Reject(reason),
+        const NOT_A_FORMATTER: &str = "format called on a stage without a formatter";
+        let mut outcome = match &self.exports {
+            Exports::V0_1_0 { formatter, .. } => {
+                let indices = formatter.as_ref().expect(NOT_A_FORMATTER);
+                call_format!(self, engine, v0_1_0, indices, ctx, prompt)
+            }
+            Exports::V0_2_0 { formatter, .. } => {
+                let indices = formatter.as_ref().expect(NOT_A_FORMATTER);
+                call_format!(self, engine, v0_2_0, indices, ctx, prompt)
+            }
         };
+        if let Outcome::Prompt(next) = &mut outcome {
+            if self.info.wit_version == WitVersion::V0_1_0 {
+                // 0.1.0 cannot see the response format: it passes through unchanged.
+                next.options.format = prompt.options.format.clone();
+            }
+            if let Some(ResponseFormat::Schema(schema)) = &next.options.format
+                && let Err(e) = serde_json::from_str::<serde_json::Value>(schema)
+            {
+                return Err(self.failure(FailureKind::InvalidSchema(e.to_string())));
+            }
+        }
         self.check_output_size(outcome_size(&outcome))?;
         Ok(outcome)
     }
@@ -286,26 +407,17 @@ impl Stage {
         reply: &Reply,
         done: bool,
     ) -> Result<Reply, StageError> {
-        let indices = self
-            .shaper
-            .clone()
-            .expect("shape called on a stage without a shaper");
-        let (ctx, prompt, reply) = (
-            v0_1_0::types::ChatContext::from(ctx),
-            v0_1_0::types::Prompt::from(prompt),
-            v0_1_0::types::Reply::from(reply),
-        );
-        let shaped: Reply = self
-            .call(engine, move |store, instance| {
-                Box::pin(async move {
-                    indices
-                        .load(&mut *store, &instance)?
-                        .call_shape(&mut *store, &ctx, &prompt, &reply, done)
-                        .await
-                })
-            })
-            .await?
-            .into();
+        const NOT_A_SHAPER: &str = "shape called on a stage without a shaper";
+        let shaped = match &self.exports {
+            Exports::V0_1_0 { shaper, .. } => {
+                let indices = shaper.as_ref().expect(NOT_A_SHAPER);
+                call_shape!(self, engine, v0_1_0, indices, ctx, prompt, reply, done)
+            }
+            Exports::V0_2_0 { shaper, .. } => {
+                let indices = shaper.as_ref().expect(NOT_A_SHAPER);
+                call_shape!(self, engine, v0_2_0, indices, ctx, prompt, reply, done)
+            }
+        };
         self.check_output_size(shaped.text.len())?;
         Ok(shaped)
     }
@@ -323,10 +435,7 @@ impl Stage {
         // Declared before the store, so dropped after it: the instance goes back to the
         // pool before its slots are handed to the next caller.
         let _slots = engine.memory_slots(self.memories_per_call).await;
-        let mut store = Store::new(
-            engine.engine(),
-            StageState::new(self.name.clone(), self.config.clone(), limits),
-        );
+        let mut store = Store::new(engine.engine(), StageState::new(&self.context, limits));
         store.limiter(|state| &mut state.limiter);
         // At every tick the guest yields to the runtime, so the timer below can fire even
         // while guest code runs without calling the host; past the deadline it is stopped.
@@ -361,28 +470,33 @@ impl Stage {
             Err(_elapsed) => Err((FailureKind::Timeout(limits.timeout), None)),
         };
         store.data_mut().flush_output_to_log();
-        result.map_err(|(kind, details)| {
-            let failure = StageError {
-                stage: self.info.name.clone(),
-                kind,
-            };
-            match details {
-                Some(details) => tracing::warn!(stage = %self.name, details, "{failure}"),
-                None => tracing::warn!(stage = %self.name, "{failure}"),
+        result.map_err(|(kind, details)| match details {
+            Some(details) => {
+                let failure = StageError {
+                    stage: self.info.name.clone(),
+                    kind,
+                };
+                tracing::warn!(stage = %self.info.name, details, "{failure}");
+                failure
             }
-            failure
+            None => self.failure(kind),
         })
+    }
+
+    /// A failure of this stage, logged.
+    fn failure(&self, kind: FailureKind) -> StageError {
+        let failure = StageError {
+            stage: self.info.name.clone(),
+            kind,
+        };
+        tracing::warn!(stage = %self.info.name, "{failure}");
+        failure
     }
 
     fn check_output_size(&self, actual: usize) -> Result<(), StageError> {
         let limit = self.info.limits.max_output_bytes;
         if actual > limit {
-            let failure = StageError {
-                stage: self.info.name.clone(),
-                kind: FailureKind::OutputTooLarge { actual, limit },
-            };
-            tracing::warn!(stage = %self.name, "{failure}");
-            return Err(failure);
+            return Err(self.failure(FailureKind::OutputTooLarge { actual, limit }));
         }
         Ok(())
     }

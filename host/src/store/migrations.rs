@@ -6,7 +6,8 @@ use super::StoreError;
 
 /// Schema migrations; migration `i` brings the database to version `i + 1`, recorded in
 /// `PRAGMA user_version`. Append new entries, never edit shipped ones.
-pub(super) const MIGRATIONS: &[&str] = &[r"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r"
     CREATE TABLE meta (
         key   TEXT PRIMARY KEY,
         value ANY NOT NULL
@@ -48,7 +49,19 @@ pub(super) const MIGRATIONS: &[&str] = &[r"
         PRIMARY KEY (chat_id, message_id)
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX answered_by_age ON answered (at_unix_ms);
-"];
+",
+    r"
+    -- Each pipeline stage's private key-value store (WIT 0.2.0 `kv`), by stage name.
+    -- `size` is the key's and the value's UTF-8 bytes: what counts against the quota.
+    CREATE TABLE guest_kv (
+        stage TEXT NOT NULL,
+        key   TEXT NOT NULL,
+        value TEXT NOT NULL,
+        size  INTEGER NOT NULL,
+        PRIMARY KEY (stage, key)
+    ) STRICT, WITHOUT ROWID;
+",
+];
 
 /// Applies the migrations the database lacks, all in one transaction, so a failure leaves
 /// it at its old version.

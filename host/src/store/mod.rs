@@ -3,7 +3,8 @@
 //! - `migrations` — the schema and how a database is brought up to it;
 //! - `history` — each chat's turns, pruned to the newest [`KEPT_MESSAGES`];
 //! - `jobs` — messages accepted but not yet answered, and those answered (for dedupe);
-//! - `settings` — per-chat choices and the Telegram update offset.
+//! - `settings` — per-chat choices and the Telegram update offset;
+//! - `kv` — each guest stage's private key-value store, within its quota.
 //!
 //! The API is synchronous. [`Store`] is `Send` but not `Sync` (it owns one
 //! `rusqlite::Connection`): the service keeps it in an `Arc<std::sync::Mutex<Store>>` and calls
@@ -21,8 +22,11 @@
 
 mod history;
 mod jobs;
+mod kv;
 mod migrations;
 mod settings;
+
+pub use kv::KvWrite;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

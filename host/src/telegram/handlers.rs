@@ -234,11 +234,17 @@ fn status_text(status: Status) -> String {
         .iter()
         .map(|s| {
             let age = s.loaded_at.elapsed().unwrap_or_default();
+            let grants = if s.grants.is_empty() {
+                String::new()
+            } else {
+                format!(", grants: {}", s.grants)
+            };
             format!(
-                "{} ({}, {}, loaded {} ago)",
+                "{} ({}, {}, WIT {}{grants}, loaded {} ago)",
                 s.name,
                 s.role,
                 s.hash.short(),
+                s.wit_version,
                 human_duration(age)
             )
         })

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::llm::{GenerationStats, LlmError, ModelInfo, ReplyEvent, RunningModel};
-use crate::prompt::{ChatMessage, GenerationOptions, Prompt};
+use crate::prompt::{ChatMessage, GenerationOptions, Prompt, ResponseFormat};
 
 /// Longest server error text passed on to the user.
 pub const MAX_ERROR_CHARS: usize = 200;
@@ -20,7 +20,17 @@ pub struct ChatRequest<'a> {
     stream: bool,
     options: WireOptions<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    format: Option<WireFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     keep_alive: Option<&'a str>,
+}
+
+/// Ollama's `format`: `"json"`, or a JSON Schema object (sent as the schema's own JSON).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum WireFormat {
+    Json(&'static str),
+    Schema(serde_json::Value),
 }
 
 impl<'a> ChatRequest<'a> {
@@ -30,8 +40,18 @@ impl<'a> ChatRequest<'a> {
             messages: &prompt.messages,
             stream: true,
             options: WireOptions::from(&prompt.options),
+            format: prompt.options.format.as_ref().and_then(wire_format),
             keep_alive,
         }
+    }
+}
+
+/// A schema that is not JSON is left out (the model then answers as it likes); stages check
+/// the schemas they set, so this does not happen through the pipeline.
+fn wire_format(format: &ResponseFormat) -> Option<WireFormat> {
+    match format {
+        ResponseFormat::Json => Some(WireFormat::Json("json")),
+        ResponseFormat::Schema(schema) => serde_json::from_str(schema).ok().map(WireFormat::Schema),
     }
 }
 
@@ -211,5 +231,25 @@ mod tests {
             "options": {"num_ctx": 2048},
         });
         assert_eq!(body, expected);
+    }
+
+    #[test]
+    fn structured_output_reaches_ollama_as_format() {
+        let mut prompt = Prompt {
+            model: "gemma2:2b".into(),
+            messages: vec![ChatMessage::new(Role::User, "mood?")],
+            options: GenerationOptions::default(),
+        };
+        prompt.options.format = Some(ResponseFormat::Json);
+        let body = serde_json::to_value(ChatRequest::new(&prompt, None)).unwrap();
+        assert_eq!(body["format"], "json");
+        let schema = r#"{"type":"object","properties":{"mood":{"type":"string"}}}"#;
+        prompt.options.format = Some(ResponseFormat::Schema(schema.into()));
+        let body = serde_json::to_value(ChatRequest::new(&prompt, None)).unwrap();
+        assert_eq!(
+            body["format"],
+            serde_json::from_str::<serde_json::Value>(schema).unwrap()
+        );
+        assert!(body["options"].as_object().unwrap().is_empty(), "{body}");
     }
 }

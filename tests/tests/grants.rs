@@ -1,0 +1,281 @@
+//! What a stage may reach beyond its sandbox, and only that: HTTP to granted origins
+//! (checked per request, resolved addresses too, capped per call), a private key-value
+//! store within its quota — and guests of both WIT versions side by side.
+
+use std::time::{Duration, Instant};
+
+use pi_agent::pipeline::{FormatOutcome, KvDatabase, Pipeline, REQUESTS_PER_CALL, WitVersion};
+use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, ResponseFormat, Role};
+use pi_agent_tests::fake_weather::FakeWeather;
+use pi_agent_tests::{Scratch, guests, load, load_with_kv};
+
+fn prompt(text: &str) -> Prompt {
+    Prompt {
+        model: "test".into(),
+        messages: vec![ChatMessage::new(Role::User, text)],
+        options: Default::default(),
+    }
+}
+
+/// What the hostile guest answered to `command` (it answers directly, one line per
+/// request for `fetch`).
+async fn ask(pipeline: &Pipeline, command: &str) -> String {
+    match pipeline
+        .format(&ChatContext::default(), prompt(command))
+        .await
+    {
+        Ok(FormatOutcome::Reply { reply, .. }) => reply.text,
+        other => panic!("{command}: expected a direct reply, got {other:?}"),
+    }
+}
+
+/// `fetch:` with `urls`, one answer line per request.
+async fn fetch(pipeline: &Pipeline, urls: &[String]) -> Vec<String> {
+    let answer = ask(pipeline, &format!("fetch:{}", urls.join(" "))).await;
+    answer.lines().map(str::to_owned).collect()
+}
+
+/// The hostile guest with a 2 s deadline and `grants` (TOML lines under `[stage.grants]`).
+fn hostile_manifest(scratch: &Scratch, name: &str, grants: &str) -> std::path::PathBuf {
+    scratch.single_stage(
+        name,
+        guests::HOSTILE,
+        &format!("timeout_ms = 2000\n[stage.grants]\n{grants}"),
+    )
+}
+
+fn forecast(base: &str) -> String {
+    format!("{base}/v1/forecast?latitude=52.52&longitude=13.41&current=temperature_2m")
+}
+
+/// The pipeline still answers after whatever came before.
+async fn assert_still_serving(pipeline: &Pipeline) {
+    let next = pipeline
+        .format(&ChatContext::default(), prompt("still there?"))
+        .await
+        .expect("the next call works");
+    assert_eq!(next, FormatOutcome::Prompt(prompt("STILL THERE?")));
+}
+
+const DENIED: &str =
+    "error: request refused by the host (origin not granted, or too many requests)";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_granted_origins_are_reached_and_names_never_reach_private_addresses() {
+    let weather = FakeWeather::start().await;
+    let ungranted = FakeWeather::start().await;
+    let port = weather.port();
+    let scratch = Scratch::default();
+    let grants = format!(
+        "http = [\"{}\", \"http://localhost:{port}\"]",
+        weather.url()
+    );
+    let pipeline = load(&hostile_manifest(&scratch, "hostile", &grants)).await;
+
+    let granted = fetch(&pipeline, &[forecast(&weather.url())]).await;
+    assert!(granted[0].starts_with("200 "), "{granted:?}");
+
+    let cases = [
+        (
+            "another host",
+            forecast(&format!("http://127.0.0.2:{port}")),
+            DENIED.to_owned(),
+        ),
+        (
+            "another port",
+            forecast(&ungranted.url()),
+            DENIED.to_owned(),
+        ),
+        (
+            "a redirect to an ungranted origin",
+            format!(
+                "{}/redirect?to={}",
+                weather.url(),
+                forecast(&ungranted.url())
+            ),
+            DENIED.to_owned(),
+        ),
+        (
+            "a granted name that resolves to loopback",
+            forecast(&format!("http://localhost:{port}")),
+            "error: request refused by the host (the name resolves to a private address)"
+                .to_owned(),
+        ),
+    ];
+    for (case, url, expected) in cases {
+        assert_eq!(fetch(&pipeline, &[url]).await, [expected], "{case}");
+        assert_still_serving(&pipeline).await;
+    }
+    assert!(
+        ungranted.requests().is_empty(),
+        "{:?}",
+        ungranted.requests()
+    );
+    let reached = weather.requests();
+    assert_eq!(
+        reached.len(),
+        2,
+        "the forecast and the redirect: {reached:?}"
+    );
+    assert!(reached[1].starts_with("/redirect?"), "{reached:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_body_or_a_server_that_never_answers_fails_the_request_not_the_call() {
+    let weather = FakeWeather::start().await;
+    let scratch = Scratch::default();
+    let grants = format!("http = [\"{}\"]", weather.url());
+    let pipeline = load(&hostile_manifest(&scratch, "hostile", &grants)).await;
+
+    let big = fetch(&pipeline, &[format!("{}/big", weather.url())]).await;
+    assert_eq!(big.len(), 1, "{}", big[..3.min(big.len())].join("\n"));
+    assert!(
+        big[0].starts_with("error: request failed (HTTP response body size exceeds limit"),
+        "{big:?}"
+    );
+    assert_still_serving(&pipeline).await;
+
+    // The request gives up a quarter of the call's 2 s before its deadline: the guest
+    // answers (without the data) instead of being stopped.
+    let started = Instant::now();
+    let hang = fetch(&pipeline, &[format!("{}/hang", weather.url())]).await;
+    let took = started.elapsed();
+    assert_eq!(
+        hang,
+        ["error: request failed (ErrorCode::HttpResponseTimeout)"]
+    );
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_millis(2000),
+        "{took:?}"
+    );
+    assert_still_serving(&pipeline).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_call_sends_at_most_four_requests() {
+    let weather = FakeWeather::start().await;
+    let scratch = Scratch::default();
+    let grants = format!("http = [\"{}\"]", weather.url());
+    let pipeline = load(&hostile_manifest(&scratch, "hostile", &grants)).await;
+    let urls = vec![forecast(&weather.url()); REQUESTS_PER_CALL + 1];
+    let answers = fetch(&pipeline, &urls).await;
+    assert_eq!(answers.len(), 5);
+    assert!(
+        answers[..4].iter().all(|a| a.starts_with("200 ")),
+        "{answers:?}"
+    );
+    assert_eq!(answers[4], DENIED);
+    assert_eq!(weather.requests().len(), 4);
+    // The next call has its own four.
+    let again = fetch(&pipeline, &[forecast(&weather.url())]).await;
+    assert!(again[0].starts_with("200 "), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_grant_every_request_is_refused() {
+    let weather = FakeWeather::start().await;
+    let scratch = Scratch::default();
+    let pipeline = load(&scratch.single_stage("hostile", guests::HOSTILE, "")).await;
+    assert_eq!(
+        fetch(&pipeline, &[forecast(&weather.url())]).await,
+        [DENIED]
+    );
+    assert!(weather.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_stage_has_its_own_store_within_its_quota_and_it_outlives_the_pipeline() {
+    let scratch = Scratch::default();
+    let database = scratch.path().join("data/pi-agent.db");
+    let kv = KvDatabase::open(&database).unwrap();
+    let notes = hostile_manifest(&scratch, "notes", "kv_kib = 1");
+    let pipeline = load_with_kv(&notes, &kv).await;
+    assert_eq!(ask(&pipeline, "kv-set:city=Berlin").await, "stored");
+    assert_eq!(ask(&pipeline, "kv-get:city").await, "Berlin");
+    assert_eq!(ask(&pipeline, "kv-set:seen:1=x").await, "stored");
+    assert_eq!(ask(&pipeline, "kv-keys:seen:").await, "seen:1");
+    let too_big = format!("kv-set:essay={}", "x".repeat(1024));
+    assert_eq!(
+        ask(&pipeline, &too_big).await,
+        "kv error: KvError::QuotaExceeded(1024)"
+    );
+    assert_eq!(ask(&pipeline, "kv-get:essay").await, "<none>");
+
+    // Another stage sees nothing of it; without a grant it cannot write.
+    let other = load_with_kv(&hostile_manifest(&scratch, "other", "kv_kib = 1"), &kv).await;
+    assert_eq!(ask(&other, "kv-get:city").await, "<none>");
+    let ungranted = load_with_kv(&scratch.single_stage("notes", guests::HOSTILE, ""), &kv).await;
+    assert_eq!(ask(&ungranted, "kv-get:city").await, "<none>");
+    assert_eq!(
+        ask(&ungranted, "kv-set:city=Oslo").await,
+        "kv error: KvError::NotGranted"
+    );
+
+    // A new pipeline (a reload) and a new process (a restart) find it again.
+    drop((pipeline, other, ungranted, kv));
+    let kv = KvDatabase::open(&database).unwrap();
+    let restarted = load_with_kv(&notes, &kv).await;
+    assert_eq!(ask(&restarted, "kv-get:city").await, "Berlin");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guests_of_both_wit_versions_run_in_one_pipeline() {
+    let scratch = Scratch::default();
+    let manifest = scratch.manifest(&format!(
+        "[[stage]]\nname = \"asks-for-json\"\nguest = {hostile:?}\n[stage.config]\nalways = \"json\"\n\
+         [[stage]]\nname = \"shout\"\nguest = {shout:?}\n\
+         [[stage]]\nname = \"persona\"\nguest = {persona:?}\n[stage.config]\nsystem_prompt = \"Be brief.\"\n",
+        hostile = guests::HOSTILE,
+        shout = guests::LEGACY_SHOUT,
+        persona = guests::PERSONA,
+    ));
+    let pipeline = load(&manifest).await;
+    let versions: Vec<WitVersion> = pipeline.stages().map(|s| s.wit_version).collect();
+    assert_eq!(
+        versions,
+        [WitVersion::V0_2_0, WitVersion::V0_1_0, WitVersion::V0_2_0]
+    );
+
+    let FormatOutcome::Prompt(out) = pipeline
+        .format(&ChatContext::default(), prompt("hello there"))
+        .await
+        .unwrap()
+    else {
+        panic!("the formatters pass the prompt on")
+    };
+    let texts: Vec<&str> = out.messages.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(texts, ["Be brief.", "HELLO THERE"], "{out:?}");
+    // The 0.1.0 guest cannot see the response format the 0.2.0 guest before it set, and
+    // does not lose it.
+    assert_eq!(out.options.format, Some(ResponseFormat::Json));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schema_that_is_not_json_fails_the_stage() {
+    let scratch = Scratch::default();
+    let pipeline = load(&scratch.single_stage("hostile", guests::HOSTILE, "")).await;
+    let error = pipeline
+        .format(&ChatContext::default(), prompt("schema:{not json"))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().starts_with(
+            "pipeline stage 'hostile' set a response format whose JSON Schema is not valid JSON"
+        ),
+        "{error}"
+    );
+    let ok = pipeline
+        .format(
+            &ChatContext::default(),
+            prompt(r#"schema:{"type":"object"}"#),
+        )
+        .await
+        .unwrap();
+    let FormatOutcome::Prompt(out) = ok else {
+        panic!("{ok:?}")
+    };
+    assert_eq!(
+        out.options.format,
+        Some(ResponseFormat::Schema(r#"{"type":"object"}"#.into()))
+    );
+}
