@@ -407,3 +407,60 @@ fn the_pipeline_fits_a_39_bit_address_space() {
         "{stdout}\n{stderr}"
     );
 }
+
+#[test]
+fn check_shows_each_stages_wit_version_and_grants_but_no_secret() {
+    let scratch = Scratch::default();
+    let manifest = scratch.manifest(&format!(
+        "[[stage]]\nname = \"old\"\nguest = {:?}\n\
+         [[stage]]\nname = \"tool\"\nguest = {:?}\n[stage.config]\nkey = \"${{PI_TEST_SECRET}}\"\n\
+         [stage.grants]\nhttp = [\"https://api.open-meteo.com\", \"http://127.0.0.1:8089\"]\nkv_kib = 4\n",
+        guests::LEGACY_SHOUT,
+        guests::HOSTILE,
+    ));
+    let output = Command::new(env!("CARGO_BIN_EXE_pi-agent-cli"))
+        .args([
+            "pipeline",
+            "check",
+            "--manifest",
+            manifest.to_str().unwrap(),
+        ])
+        .current_dir(scratch.path())
+        .env_clear()
+        .env("DATA_DIR", scratch.path().join("data"))
+        .env("PI_TEST_SECRET", "hunter2-must-not-show")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    let line = |name: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no line for {name}: {stdout}"))
+            .to_owned()
+    };
+    assert!(
+        line("old").contains(" 0.1.0 ") && line("old").ends_with("none"),
+        "{stdout}"
+    );
+    assert!(
+        line("tool").contains(" 0.2.0 ")
+            && line("tool")
+                .ends_with("http https://api.open-meteo.com, http://127.0.0.1:8089; kv 4 KiB"),
+        "{stdout}"
+    );
+    assert!(
+        !format!("{stdout}{stderr}").contains("hunter2"),
+        "{stdout}{stderr}"
+    );
+
+    // Without the secret in the environment the load fails, naming it.
+    let output = check(&scratch, &manifest);
+    let (_, stderr) = text(&output);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("stage 'tool': its config uses ${PI_TEST_SECRET}, which is not set"),
+        "{stderr}"
+    );
+}

@@ -245,7 +245,8 @@ async fn reload_by_command_and_by_sighup() {
     assert!(h.logs().contains("trigger=\"SIGHUP\""), "{}", h.logs());
     h.telegram.push_message(OWNER, OWNER, "/status");
     h.wait_for_message(OWNER, |m| {
-        m.text.contains("Pipeline: fmt (formatter+shaper, ") && m.text.contains("loaded")
+        m.text.contains("Pipeline: fmt (formatter+shaper, ")
+            && m.text.contains(", WIT 0.2.0, loaded")
     })
     .await;
 }
