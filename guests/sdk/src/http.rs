@@ -72,7 +72,11 @@ pub enum HttpError {
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::BadUrl(url) => write!(f, "not an http(s) URL: {url}"),
+            // Without the query: it may hold a key, and errors end up in logs.
+            Self::BadUrl(url) => {
+                let shown = url.split('?').next().unwrap_or_default();
+                write!(f, "not an http(s) URL: {shown}")
+            }
             Self::Denied(why) => write!(f, "request refused by the host ({why})"),
             Self::Failed(why) => write!(f, "request failed ({why})"),
             Self::TooManyRedirects => write!(f, "more than {MAX_REDIRECTS} redirects"),
@@ -287,5 +291,14 @@ mod tests {
         assert_eq!(resolve(base, "/other"), "http://a.org:81/other");
         assert_eq!(resolve(base, "next"), "http://a.org:81/v1/next");
         assert_eq!(resolve("http://a.org", "/x"), "http://a.org/x");
+    }
+
+    #[test]
+    fn a_bad_url_is_shown_without_its_query() {
+        let error = Url::parse("ftp://files.example.org/x?key=s3cr3t").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "not an http(s) URL: ftp://files.example.org/x"
+        );
     }
 }

@@ -158,11 +158,6 @@ impl HttpGrant {
             }
         }
     }
-
-    /// Whether this grant names an IP literal: the one way to reach a private address.
-    pub fn is_ip_literal(&self) -> bool {
-        matches!(self.host, GrantedHost::Ip(_))
-    }
 }
 
 impl fmt::Display for HttpGrant {
@@ -223,7 +218,6 @@ mod tests {
         assert!(g.http_grant("http", "localhost", 8089).is_none());
         assert!(g.http_grant("http", "127.0.0.2", 8089).is_none());
         assert!(g.http_grant("http", "[::1]", 8090).is_some());
-        assert!(g.http[0].is_ip_literal());
     }
 
     #[test]
