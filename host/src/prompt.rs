@@ -49,6 +49,21 @@ pub struct ChatContext {
     pub language: Option<String>,
     pub is_group: bool,
     pub unix_ms: u64,
+    /// Set when the scheduler, not a person, sent this message (a `/every` task's prompt,
+    /// a `/remind` reminder); `None` for a user's message.
+    #[serde(default)]
+    pub scheduled: Option<ScheduledRun>,
+}
+
+/// One firing of a scheduled task, as guests see it (WIT 0.3.0 `scheduled-run`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduledRun {
+    /// The task's id, as `/tasks` lists it.
+    pub task_id: i64,
+    /// When the task was due, in milliseconds since the Unix epoch.
+    pub due_unix_ms: u64,
+    /// True when it fires late: it was due while the bot was not running.
+    pub late: bool,
 }
 
 /// Structured output: the model answers in JSON instead of prose.

@@ -76,6 +76,7 @@ pub async fn simulate(
 ) -> anyhow::Result<Run> {
     let ctx = ChatContext {
         unix_ms: crate::clock::unix_ms(),
+        scheduled: None,
         ..ChatContext::default()
     };
     let mut messages = history;
