@@ -49,6 +49,10 @@ pub struct ChatContext {
     pub language: Option<String>,
     pub is_group: bool,
     pub unix_ms: u64,
+    /// The chat's IANA time zone (`/timezone`, else `TIMEZONE`), e.g. "Europe/Madrid";
+    /// filled in when the message is answered, so a stored message gets the zone of then.
+    #[serde(default)]
+    pub time_zone: String,
     /// Set when the scheduler, not a person, sent this message (a `/every` task's prompt,
     /// a `/remind` reminder); `None` for a user's message.
     #[serde(default)]

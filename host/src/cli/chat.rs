@@ -69,6 +69,7 @@ fn job(text: &str) -> NewJob {
         context: ChatContext {
             chat_id: TERMINAL_CHAT_ID,
             unix_ms: now_ms,
+            time_zone: String::new(),
             scheduled: None,
             ..ChatContext::default()
         },

@@ -76,6 +76,7 @@ pub async fn simulate(
 ) -> anyhow::Result<Run> {
     let ctx = ChatContext {
         unix_ms: crate::clock::unix_ms(),
+        time_zone: String::new(),
         scheduled: None,
         ..ChatContext::default()
     };

@@ -207,6 +207,7 @@ mod fixtures {
                 language: Some("en".into()),
                 is_group: false,
                 unix_ms: 1_700_000_000_000,
+                time_zone: String::new(),
                 scheduled: None,
             },
             received_unix_ms: 1_700_000_000_123,

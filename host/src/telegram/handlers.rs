@@ -300,6 +300,7 @@ async fn chat_message(bot: Bot, message: Message, me: Me, service: Service) -> a
         language: user.and_then(|u| u.language_code.clone()),
         is_group: is_group(&message),
         unix_ms: message.date.timestamp_millis().max(0) as u64,
+        time_zone: String::new(),
         scheduled: None,
     };
     let job = NewJob {
