@@ -3,7 +3,7 @@
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # Guests shipped in guests/dist/ (the default pipeline's stages).
-guests := "persona telegram-html weather"
+guests := "persona telegram-html weather news calendar"
 # One target dir for guests, shared with the test build, so nothing is built twice.
 guest_target := "target/guests"
 
@@ -71,7 +71,7 @@ fmt:
 # Clippy with warnings as errors, natively and for the guests' wasm target
 lint:
     cargo clippy --workspace --all-targets -- -D warnings
-    cargo clippy --target wasm32-wasip2 --target-dir {{guest_target}} -p pi-agent-guest -p persona -p telegram-html -p weather -p hostile -p legacy-shout -- -D warnings
+    cargo clippy --target wasm32-wasip2 --target-dir {{guest_target}} -p pi-agent-guest -p persona -p telegram-html -p weather -p hostile -p legacy-shout -p legacy-kv -p news -p calendar -- -D warnings
 
 # Benchmarks: per-message pipeline cost vs native Rust, and cached vs cold load
 bench:
@@ -81,6 +81,10 @@ bench:
 # BEFORE=<pi-agent binary> adds a column measured the same way in the same run
 memory BEFORE="":
     PI_AGENT_BEFORE="{{BEFORE}}" cargo bench -p pi-agent-tests --bench memory
+
+# What 1,000 scheduled tasks across 100 chats cost the idle bot: CPU and RSS, before and after
+bench-tasks:
+    cargo bench -p pi-agent-tests --bench tasks
 
 # What CI runs
 ci: check lint test

@@ -1,4 +1,4 @@
-//! Builds the guests the tests use (the default ones and the hostile test guest) for
+//! Builds the guests the tests use (the default ones and the test guests) for
 //! wasm32-wasip2, and emits `pub const NAME: &str = "<path>.wasm"` for each, so tests refer
 //! to guests by constant, never by a hand-written path. Guests are never committed.
 
@@ -12,22 +12,16 @@ const GUESTS: &[&str] = &[
     "hostile",
     "not-a-stage",
     "legacy-shout",
+    "legacy-kv",
+    "news",
+    "calendar",
 ];
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap();
-    for watched in [
-        "guests/sdk",
-        "guests/persona",
-        "guests/telegram-html",
-        "guests/weather",
-        "guests/hostile",
-        "guests/not-a-stage",
-        "guests/legacy-shout",
-        "wit",
-        "Cargo.lock",
-    ] {
+    let guest_dirs = GUESTS.iter().map(|guest| format!("guests/{guest}"));
+    for watched in guest_dirs.chain(["guests/sdk", "wit", "Cargo.lock"].map(String::from)) {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     // The same target dir and profile as `just build-guests`, so each is built once. A

@@ -1,5 +1,5 @@
 //! Assembles the bot from its parts — pipeline, Ollama client, store, chat service,
-//! Telegram — and runs it until shutdown.
+//! scheduler, Telegram — and runs it until shutdown.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,8 +14,9 @@ use crate::llm::{LlmBackend, OllamaClient};
 use crate::memory;
 use crate::pipeline::Pipeline;
 use crate::pipeline::Reloader;
-use crate::store::Store;
-use crate::telegram::{self, Access, TelegramReplies};
+use crate::schedule::Scheduler;
+use crate::store::{SharedStore, Store};
+use crate::telegram::{self, Access, Services, TelegramReplies};
 
 /// Loads the pipeline named by `manifest` (or the configured one), compiling through the
 /// on-disk cache.
@@ -35,7 +36,7 @@ pub async fn load_pipeline(
 pub async fn service<R: Replies>(
     config: &Config,
     replies: R,
-) -> anyhow::Result<(Arc<ChatService<R>>, Arc<Reloader>)> {
+) -> anyhow::Result<(Arc<ChatService<R>>, Arc<Reloader>, SharedStore)> {
     let reloader = Reloader::start(config.pipeline.clone()).await?;
     for stage in reloader.pipeline().load().stages() {
         tracing::info!(stage = %stage.name, role = %stage.role, hash = %stage.hash.short(), load = ?stage.load_time, "stage loaded");
@@ -51,16 +52,16 @@ pub async fn service<R: Replies>(
         }
         Err(e) => tracing::warn!("Ollama check failed: {e}"),
     }
-    let store = Store::open(&config.database())?;
+    let store = SharedStore::new(Store::open(&config.database())?);
     let service = ChatService::new(
         config.chat.clone(),
         config.llm.clone(),
         llm,
         reloader.pipeline(),
-        store,
+        store.clone(),
         replies,
     );
-    Ok((service, reloader))
+    Ok((service, reloader, store))
 }
 
 /// Runs the Telegram bot until `shutdown`: stops polling, lets running answers finish
@@ -69,7 +70,7 @@ pub async fn service<R: Replies>(
 pub async fn run_bot(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let bot = telegram::bot(&config.telegram);
     let replies = TelegramReplies::new(bot.clone(), config.telegram.admin_users.clone());
-    let (service, reloader) = service(&config, replies).await?;
+    let (service, reloader, store) = service(&config, replies).await?;
     let Some(me) = telegram::identify(&bot, &shutdown).await? else {
         return Ok(());
     };
@@ -82,6 +83,9 @@ pub async fn run_bot(config: Config, shutdown: CancellationToken) -> anyhow::Res
         let (service, shutdown) = (service.clone(), shutdown.clone());
         async move { service.run_workers(shutdown).await }
     });
+    // After recovery: a task's firing left pending by the last run is not fired again.
+    let tasks = Scheduler::new(service.clone(), store, config.schedule.clone());
+    tokio::spawn(tasks.clone().run(shutdown.clone()));
     let tell_admins = {
         let service = service.clone();
         move |text: String| {
@@ -92,12 +96,16 @@ pub async fn run_bot(config: Config, shutdown: CancellationToken) -> anyhow::Res
     tokio::spawn(reloader.clone().watch(tell_admins, shutdown.clone()));
     // Start-up is over: what only it needed need not stay resident.
     memory::release_after_one_off_work();
+    let services = Services {
+        chat: service,
+        tasks,
+        access: Access::new(config.telegram),
+        reloader,
+    };
     telegram::poll(
         bot,
         me,
-        service,
-        Access::new(config.telegram),
-        reloader,
+        services,
         Heartbeat::new(&config.data_dir),
         shutdown.clone(),
     )

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::llm::OllamaSettings;
 use crate::pipeline::StageLimits;
 use crate::prompt::GenerationOptions;
+use crate::schedule::Zone;
 use crate::store::KEPT_MESSAGES;
 
 /// Settings for the guest pipeline.
@@ -254,6 +255,8 @@ pub struct ChatConfig {
     /// `STREAM_EDIT_INTERVAL_MS`: pause between updates of a streaming reply (Telegram
     /// allows about one edit per second per chat).
     pub edit_interval: Duration,
+    /// `TIMEZONE`: the IANA time zone of chats that did not choose one with `/timezone`.
+    pub time_zone: String,
 }
 
 impl ChatConfig {
@@ -290,7 +293,63 @@ impl ChatConfig {
                 "milliseconds ≥ 100, e.g. 1000",
                 |v: &u64| *v >= 100,
             )),
+            time_zone: env
+                .parse(
+                    "TIMEZONE",
+                    Zone::utc(),
+                    "an IANA time zone name, e.g. Europe/Madrid, America/New_York or UTC",
+                    |_| true,
+                )
+                .name()
+                .to_owned(),
         }
+    }
+}
+
+/// Settings for scheduled tasks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleConfig {
+    /// `MISSED_TASK_GRACE`: a task that came due while the bot was not running fires late at
+    /// start if it is younger than this; an older one is skipped and its chat told.
+    pub missed_grace: Duration,
+}
+
+impl ScheduleConfig {
+    pub fn from_env(env: &mut Env) -> Self {
+        let grace: GraceDuration = env.parse(
+            "MISSED_TASK_GRACE",
+            GraceDuration(Duration::from_secs(6 * 60 * 60)),
+            "a duration such as 90m, 6h or 1d, or whole seconds",
+            |_| true,
+        );
+        Self {
+            missed_grace: grace.0,
+        }
+    }
+}
+
+/// `90m`, `6h`, `1d`, `45s` or whole seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct GraceDuration(Duration);
+
+impl FromStr for GraceDuration {
+    type Err = ();
+
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(split);
+        let number: u64 = number.parse().map_err(|_| ())?;
+        let seconds = match unit.trim() {
+            "" | "s" => 1,
+            "m" | "min" => 60,
+            "h" => 60 * 60,
+            "d" => 24 * 60 * 60,
+            _ => return Err(()),
+        };
+        Ok(Self(Duration::from_secs(
+            number.checked_mul(seconds).ok_or(())?,
+        )))
     }
 }
 
@@ -320,6 +379,7 @@ pub struct Config {
     pub llm: LlmConfig,
     pub chat: ChatConfig,
     pub pipeline: PipelineConfig,
+    pub schedule: ScheduleConfig,
     /// `DATA_DIR`: the database, the compile cache and the heartbeat file.
     pub data_dir: PathBuf,
 }
@@ -333,6 +393,7 @@ impl Config {
             llm: LlmConfig::from_env(env),
             chat: ChatConfig::from_env(env),
             pipeline: PipelineConfig::from_env(env),
+            schedule: ScheduleConfig::from_env(env),
             data_dir,
         }
     }
@@ -522,6 +583,40 @@ mod tests {
             !message.contains("lots") && !message.contains("secret-ish"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn missed_task_grace_takes_minutes_hours_or_seconds() {
+        for (text, seconds) in [
+            ("90m", 5400),
+            ("6h", 21_600),
+            ("1d", 86_400),
+            ("3600", 3600),
+        ] {
+            let mut e = env(&[("MISSED_TASK_GRACE", text)]);
+            let config = ScheduleConfig::from_env(&mut e);
+            e.finish().unwrap();
+            assert_eq!(config.missed_grace, Duration::from_secs(seconds), "{text}");
+        }
+        let mut e = env(&[]);
+        assert_eq!(
+            ScheduleConfig::from_env(&mut e).missed_grace,
+            Duration::from_secs(6 * 3600)
+        );
+        let mut e = env(&[("MISSED_TASK_GRACE", "soon"), ("TIMEZONE", "Mars/Olympus")]);
+        ScheduleConfig::from_env(&mut e);
+        ChatConfig::from_env(&mut e);
+        let message = e.finish().unwrap_err().to_string();
+        assert!(
+            message.contains("MISSED_TASK_GRACE: expected a duration"),
+            "{message}"
+        );
+        assert!(
+            message.contains("TIMEZONE: expected an IANA time zone"),
+            "{message}"
+        );
+        let mut e = env(&[("TIMEZONE", "europe/madrid")]);
+        assert_eq!(ChatConfig::from_env(&mut e).time_zone, "Europe/Madrid");
     }
 
     #[test]

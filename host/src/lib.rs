@@ -1,7 +1,7 @@
 //! pi-agent: a private LLM assistant for a Raspberry Pi.
 //!
 //! Data moves one way through the crate: [`telegram`] → [`chat`] → [`pipeline`] / [`llm`]
-//! → [`store`].
+//! → [`store`]; [`schedule`] sits beside [`telegram`], feeding [`chat`] the same jobs.
 //!
 //! - [`prompt`] — the values a message carries (chat turns, prompt, reply);
 //! - [`telegram`] — bot I/O: long polling, commands, paced streaming replies;
@@ -10,7 +10,9 @@
 //! - [`pipeline`] — user-replaceable WebAssembly guests: formatters before the LLM,
 //!   shapers after it, sandboxed, independent of Telegram and Ollama, hot-swapped;
 //! - [`llm`] — the language model: a backend trait and the streaming Ollama client;
-//! - [`store`] — SQLite: history, per-chat settings, pending jobs;
+//! - [`schedule`] — reminders and recurring prompts: parsed in the chat's time zone,
+//!   stored, fired on time by one wall-clock timer into the chat service's queue;
+//! - [`store`] — SQLite: history, per-chat settings, pending jobs, tasks;
 //! - [`config`] — typed settings from the environment and `.env`;
 //! - [`clock`] — wall-clock milliseconds, as the store and guests see them;
 //! - [`health`] — the polling loop's heartbeat, for container healthchecks;
@@ -27,5 +29,6 @@ pub mod llm;
 pub mod memory;
 pub mod pipeline;
 pub mod prompt;
+pub mod schedule;
 pub mod store;
 pub mod telegram;

@@ -20,6 +20,7 @@ use pi_agent_tests::Scratch;
 use pi_agent_tests::bot::{FRIEND, Harness, PATIENCE, RunningBot};
 use pi_agent_tests::fake_ollama::Script;
 use pi_agent_tests::guests;
+use pi_agent_tests::proc_stats::{self, mb, status_kb};
 
 const THIS_BUILD: &str = env!("CARGO_BIN_EXE_pi-agent-cli");
 const AFTER_COMPILE: Duration = Duration::from_secs(10);
@@ -217,22 +218,5 @@ fn chats() -> impl Iterator<Item = i64> {
 }
 
 fn rss_kb(bot: &RunningBot) -> u64 {
-    status_kb(bot.pid(), "VmRSS:")
-}
-
-fn status_kb(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the bot's status");
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .unwrap_or_else(|| panic!("no {field}"));
-    line[field.len()..]
-        .split_whitespace()
-        .next()
-        .and_then(|kb| kb.parse().ok())
-        .unwrap_or_else(|| panic!("{line}"))
-}
-
-fn mb(kb: u64) -> String {
-    format!("{:.1} MB", kb as f64 / 1024.0)
+    proc_stats::rss_kb(bot.pid())
 }

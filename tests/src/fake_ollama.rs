@@ -163,15 +163,7 @@ impl FakeOllama {
             .route("/api/ps", get(ps))
             .route("/api/chat", post(chat))
             .with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("local address");
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .await
-                .expect("fake Ollama server");
-        });
+        let (addr, server) = crate::serve_on_loopback(app, "fake Ollama server").await;
         Self {
             addr,
             shared,

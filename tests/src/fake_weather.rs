@@ -34,13 +34,7 @@ impl FakeWeather {
             .route("/big", get(big))
             .route("/hang", get(hang))
             .with_state(requests.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("local address");
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("fake Open-Meteo");
-        });
+        let (addr, server) = crate::serve_on_loopback(app, "fake Open-Meteo").await;
         Self {
             addr,
             requests,

@@ -6,13 +6,34 @@ use std::path::{Path, PathBuf};
 use pi_agent::pipeline::{CompileCache, GuestEngine, KvDatabase, Pipeline, StageLimits};
 
 pub mod bot;
+pub mod fake_calendar;
+pub mod fake_news;
 pub mod fake_ollama;
 pub mod fake_telegram;
 pub mod fake_weather;
+pub mod proc_stats;
 
 /// Paths of the guests the build script compiled (`PERSONA`, `TELEGRAM_HTML`, `HOSTILE`).
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// Serves `app` on `127.0.0.1:<free port>` until the handle is aborted (the fakes abort it
+/// when dropped); `what` names the fake in a panic.
+pub async fn serve_on_loopback(
+    app: axum::Router,
+    what: &'static str,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let addr = listener.local_addr().expect("local address");
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+    });
+    (addr, server)
 }
 
 /// The repository root.

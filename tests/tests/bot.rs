@@ -55,7 +55,8 @@ async fn a_streamed_reply_arrives_shaped_as_html() {
     assert_eq!(
         commands,
         [
-            "start", "help", "reset", "model", "status", "stop", "reload"
+            "start", "help", "reset", "model", "status", "stop", "remind", "every", "tasks",
+            "cancel", "timezone", "reload"
         ]
     );
     // The prompt went through the persona guest: system prompt folded into the user turn.

@@ -413,9 +413,11 @@ fn check_shows_each_stages_wit_version_and_grants_but_no_secret() {
     let scratch = Scratch::default();
     let manifest = scratch.manifest(&format!(
         "[[stage]]\nname = \"old\"\nguest = {:?}\n\
+         [[stage]]\nname = \"count\"\nguest = {:?}\n[stage.grants]\nkv_kib = 1\n\
          [[stage]]\nname = \"tool\"\nguest = {:?}\n[stage.config]\nkey = \"${{PI_TEST_SECRET}}\"\n\
          [stage.grants]\nhttp = [\"https://api.open-meteo.com\", \"http://127.0.0.1:8089\"]\nkv_kib = 4\n",
         guests::LEGACY_SHOUT,
+        guests::LEGACY_KV,
         guests::HOSTILE,
     ));
     let output = Command::new(env!("CARGO_BIN_EXE_pi-agent-cli"))
@@ -445,7 +447,11 @@ fn check_shows_each_stages_wit_version_and_grants_but_no_secret() {
         "{stdout}"
     );
     assert!(
-        line("tool").contains(" 0.2.0 ")
+        line("count").contains(" 0.2.0 ") && line("count").ends_with("kv 1 KiB"),
+        "{stdout}"
+    );
+    assert!(
+        line("tool").contains(" 0.3.0 ")
             && line("tool")
                 .ends_with("http https://api.open-meteo.com, http://127.0.0.1:8089; kv 4 KiB"),
         "{stdout}"

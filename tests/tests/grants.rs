@@ -1,6 +1,7 @@
 //! What a stage may reach beyond its sandbox, and only that: HTTP to granted origins
 //! (checked per request, resolved addresses too, capped per call), a private key-value
-//! store within its quota — and guests of both WIT versions side by side.
+//! store within its quota — and guests of the oldest and the newest WIT version side by side
+//! (tests/tests/wit_versions.rs has every version).
 
 use std::time::{Duration, Instant};
 
@@ -219,7 +220,7 @@ async fn each_stage_has_its_own_store_within_its_quota_and_it_outlives_the_pipel
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn guests_of_both_wit_versions_run_in_one_pipeline() {
+async fn guests_of_the_oldest_and_newest_wit_versions_run_in_one_pipeline() {
     let scratch = Scratch::default();
     let manifest = scratch.manifest(&format!(
         "[[stage]]\nname = \"asks-for-json\"\nguest = {hostile:?}\n[stage.config]\nalways = \"json\"\n\
@@ -233,7 +234,7 @@ async fn guests_of_both_wit_versions_run_in_one_pipeline() {
     let versions: Vec<WitVersion> = pipeline.stages().map(|s| s.wit_version).collect();
     assert_eq!(
         versions,
-        [WitVersion::V0_2_0, WitVersion::V0_1_0, WitVersion::V0_2_0]
+        [WitVersion::V0_3_0, WitVersion::V0_1_0, WitVersion::V0_3_0]
     );
 
     let FormatOutcome::Prompt(out) = pipeline
@@ -245,7 +246,7 @@ async fn guests_of_both_wit_versions_run_in_one_pipeline() {
     };
     let texts: Vec<&str> = out.messages.iter().map(|m| m.content.as_str()).collect();
     assert_eq!(texts, ["Be brief.", "HELLO THERE"], "{out:?}");
-    // The 0.1.0 guest cannot see the response format the 0.2.0 guest before it set, and
+    // The 0.1.0 guest cannot see the response format the 0.3.0 guest before it set, and
     // does not lose it.
     assert_eq!(out.options.format, Some(ResponseFormat::Json));
 }

@@ -246,7 +246,7 @@ async fn reload_by_command_and_by_sighup() {
     h.telegram.push_message(OWNER, OWNER, "/status");
     h.wait_for_message(OWNER, |m| {
         m.text.contains("Pipeline: fmt (formatter+shaper, ")
-            && m.text.contains(", WIT 0.2.0, loaded")
+            && m.text.contains(", WIT 0.3.0, loaded")
     })
     .await;
 }

@@ -13,14 +13,14 @@ use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use pi_agent::chat::{
-    Accepted, ChatService, Enqueued, MAX_ATTEMPTS, NewJob, PendingJob, Replies, ReplySink,
+    Accepted, ChatService, Enqueued, JobKind, MAX_ATTEMPTS, NewJob, PendingJob, Replies, ReplySink,
 };
 use pi_agent::config::{ChatConfig, LlmConfig};
 use pi_agent::llm::{
     GenerationStats, LlmBackend, LlmError, ModelInfo, ReplyEvent, ReplyStream, RunningModel,
 };
-use pi_agent::prompt::{Prompt, Reply};
-use pi_agent::store::Store;
+use pi_agent::prompt::{ChatContext, Prompt, Reply, ScheduledRun};
+use pi_agent::store::{SharedStore, Store};
 use pi_agent_tests::{Scratch, guests};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -189,7 +189,7 @@ impl RecordedSink {
 impl Replies for Recorded {
     type Sink = RecordedSink;
 
-    fn open(&self, chat_id: i64, _message_id: i32) -> RecordedSink {
+    fn open(&self, chat_id: i64, _message_id: Option<i32>) -> RecordedSink {
         RecordedSink {
             recorder: self.0.clone(),
             chat: chat_id,
@@ -263,6 +263,7 @@ impl Setup {
                 llm_concurrency: workers,
                 shutdown_grace: GRACE,
                 edit_interval: Duration::from_secs(1),
+                time_zone: "UTC".into(),
             },
             LlmConfig {
                 ollama: Default::default(),
@@ -271,7 +272,7 @@ impl Setup {
             },
             llm.clone(),
             Arc::new(ArcSwap::from_pointee(pipeline)),
-            store,
+            SharedStore::new(store),
             replies,
         );
         service.recover().await.unwrap();
@@ -328,7 +329,7 @@ fn database(dir: &Path) -> std::path::PathBuf {
 fn new_job(chat: i64, message_id: i32, text: &str) -> NewJob {
     NewJob {
         chat_id: chat,
-        message_id,
+        kind: JobKind::Message { message_id },
         user_id: chat,
         text: text.to_owned(),
         context: Default::default(),
@@ -369,6 +370,67 @@ async fn a_chats_messages_are_answered_in_order_while_other_chats_go_ahead() {
     // Chat 2 did not wait for chat 1's first answer; chat 1's second message did.
     assert!(asked_at("THREE") < first_done, "chat 2 went ahead");
     assert!(asked_at("TWO") >= first_done, "chat 1 kept its order");
+    s.shut_down().await;
+}
+
+/// A scheduled task's firing in `chat`, as the scheduler makes it.
+fn task_job(chat: i64, kind: JobKind, text: &str, late: bool) -> NewJob {
+    NewJob {
+        kind,
+        context: ChatContext {
+            chat_id: chat,
+            scheduled: Some(ScheduledRun {
+                task_id: 9,
+                due_unix_ms: 1_764_000_000_000,
+                late,
+            }),
+            ..Default::default()
+        },
+        ..new_job(chat, 0, text)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reminder_goes_through_the_shapers_only_and_does_not_wait_for_a_busy_llm() {
+    let mut s = Setup::start_with(1, Duration::from_secs(1), |_| {}).await;
+    s.send(1, "a long question").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let reminder = task_job(2, JobKind::Reminder, "tea", false);
+    s.service.accept(reminder).await.unwrap();
+    s.answered(2, 1).await;
+    // The hostile guest upper-cases what it shapes: the reminder went through the shaper.
+    assert_eq!(s.recorder.endings(2), [finish("⏰ TEA")]);
+    assert!(
+        s.recorder.endings(1).is_empty(),
+        "delivered while the only LLM worker was still answering chat 1"
+    );
+    assert_eq!(s.llm.requests().len(), 1, "the LLM was not asked for it");
+    s.answered(1, 1).await;
+    let (_, scratch) = s.shut_down().await;
+    assert!(pending(scratch.path()).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scheduled_prompt_is_answered_by_the_llm_under_its_announcement() {
+    let s = Setup::start(1).await;
+    s.service
+        .accept(task_job(3, JobKind::TaskPrompt, "good morning", true))
+        .await
+        .unwrap();
+    s.answered(3, 1).await;
+    assert_eq!(
+        s.llm.requests()[0].0,
+        "GOOD MORNING",
+        "through the formatter"
+    );
+    let Shown::Finish(text) = &s.recorder.endings(3)[0] else {
+        panic!("{:?}", s.recorder.shown(3))
+    };
+    assert!(
+        text.starts_with("⏰ GOOD MORNING\n(LATE: IT WAS DUE ")
+            && text.ends_with("\n\nRE GOOD MORNING"),
+        "{text}"
+    );
     s.shut_down().await;
 }
 

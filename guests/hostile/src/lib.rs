@@ -11,7 +11,9 @@
 //! `fetch:<url> <url> …` (GETs each in turn through `wasi:http`, answering one line per
 //! request: `<status> <bytes> bytes` or `error: …`), `kv-set:<key>=<value>`,
 //! `kv-get:<key>`, `kv-keys:<prefix>`, `json` / `schema:<json>` (asks the model for
-//! structured output and passes the prompt on);
+//! structured output and passes the prompt on), `context` (answers with the chat context it
+//! was called with: `chat <id> zone <time zone> scheduled <task> <due> <late>`, or
+//! `scheduled none`);
 //! anything else is echoed uppercased, so tests can see that it ran. The config key
 //! `always` names a command obeyed on every call instead (`always = "panic"`: a guest that
 //! fails from its very first call).
@@ -23,8 +25,8 @@ use pi_agent_guest::{ChatContext, Formatter, Outcome, Prompt, Reply, Shaper};
 
 struct Hostile;
 
-/// Runs `command`; `Some` is an answer that replaces the normal echo.
-fn obey(command: &str) -> Option<Outcome> {
+/// Runs `command` (sent in `ctx`); `Some` is an answer that replaces the normal echo.
+fn obey(ctx: &ChatContext, command: &str) -> Option<Outcome> {
     let (verb, arg) = command.split_once(':').unwrap_or((command, ""));
     let answer = |text: String| Some(Outcome::Reply(Reply::plain(text)));
     match verb {
@@ -135,6 +137,16 @@ fn obey(command: &str) -> Option<Outcome> {
             Ok(keys) => keys.join(","),
             Err(e) => format!("kv error: {e:?}"),
         }),
+        "context" => {
+            let scheduled = match &ctx.scheduled {
+                Some(run) => format!("{} {} {}", run.task_id, run.due_unix_ms, run.late),
+                None => "none".into(),
+            };
+            answer(format!(
+                "chat {} zone {} scheduled {scheduled}",
+                ctx.chat_id, ctx.time_zone
+            ))
+        }
         "reject" => Some(Outcome::Reject(arg.into())),
         "reply" => answer(arg.into()),
         _ => None,
@@ -147,7 +159,7 @@ fn command(text: &str) -> String {
 }
 
 impl Formatter for Hostile {
-    fn format(_ctx: ChatContext, mut prompt: Prompt) -> Outcome {
+    fn format(ctx: ChatContext, mut prompt: Prompt) -> Outcome {
         let Some(last) = prompt.messages.last() else {
             return Outcome::Prompt(prompt);
         };
@@ -161,7 +173,7 @@ impl Formatter for Hostile {
             return Outcome::Prompt(prompt);
         }
         let last = prompt.messages.last_mut().expect("checked above");
-        if let Some(outcome) = obey(&command) {
+        if let Some(outcome) = obey(&ctx, &command) {
             return outcome;
         }
         last.content = last.content.to_uppercase();
@@ -170,8 +182,8 @@ impl Formatter for Hostile {
 }
 
 impl Shaper for Hostile {
-    fn shape(_ctx: ChatContext, _prompt: Prompt, response: Reply, _done: bool) -> Reply {
-        match obey(&command(&response.text)) {
+    fn shape(ctx: ChatContext, _prompt: Prompt, response: Reply, _done: bool) -> Reply {
+        match obey(&ctx, &command(&response.text)) {
             Some(Outcome::Reply(reply)) => reply,
             Some(Outcome::Reject(reason)) => Reply::plain(format!("rejected: {reason}")),
             Some(Outcome::Prompt(_)) | None => Reply {

@@ -1,6 +1,6 @@
 //! A formatter built against `wit/v0.1.0` with plain `wit-bindgen`, as any user's guest
 //! from before 0.2.0 was: it uppercases the user's last message. The tests chain it with
-//! 0.2.0 guests to prove that old guests keep loading and running unchanged.
+//! guests of the newer versions to prove that old guests keep loading and running unchanged.
 
 wit_bindgen::generate!({
     path: "../../wit/v0.1.0",

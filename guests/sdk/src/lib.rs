@@ -1,4 +1,4 @@
-//! SDK for pi-agent pipeline guests (WIT `pi-agent:pipeline@0.2.0`).
+//! SDK for pi-agent pipeline guests (WIT `pi-agent:pipeline@0.3.0`).
 //!
 //! A guest is a `cdylib` crate built for `wasm32-wasip2`. Implement [`Formatter`] (runs
 //! before the LLM), [`Shaper`] (runs on its reply) or both on a unit struct, then register
@@ -21,10 +21,15 @@
 //! pi_agent_guest::export_formatter!(Shout);
 //! ```
 //!
-//! The types are those of `wit/v0.2.0/pipeline.wit`; read it for what each field means.
+//! The types are those of `wit/v0.3.0/pipeline.wit`; read it for what each field means.
+//! [`ChatContext`] says where a message comes from: the chat, the sender, the chat's time
+//! zone (`time_zone`, an IANA name such as "Europe/Madrid", "UTC" when unknown) and, for a
+//! message the bot's scheduler sent rather than a person (a `/every` task, a `/remind`
+//! reminder), which task and when it was due (`scheduled`, a [`ScheduledRun`]).
 //! Beyond the prompt and the reply, a guest may use what its stage is granted in
 //! `pipeline.toml` — [`http`] (outgoing requests to granted origins) and [`kv`] (a private
-//! key-value store) — and ask the model for JSON ([`structured`]).
+//! key-value store) — ask the model for JSON ([`structured`]), and tell whether a message is
+//! for a tool stage by its trigger words ([`words`]).
 
 #[doc(hidden)]
 pub mod bindings {
@@ -36,7 +41,7 @@ pub mod bindings {
 
     pub mod formatter {
         wit_bindgen::generate!({
-            path: "../../wit/v0.2.0",
+            path: "../../wit/v0.3.0",
             world: "formatter-guest",
             pub_export_macro: true,
             export_macro_name: "export_formatter_world",
@@ -46,12 +51,12 @@ pub mod bindings {
 
     pub mod shaper {
         wit_bindgen::generate!({
-            path: "../../wit/v0.2.0",
+            path: "../../wit/v0.3.0",
             world: "shaper-guest",
             with: {
-                "pi-agent:pipeline/types@0.2.0": crate::bindings::formatter::pi_agent::pipeline::types,
-                "pi-agent:pipeline/host@0.2.0": crate::bindings::formatter::pi_agent::pipeline::host,
-                "pi-agent:pipeline/kv@0.2.0": crate::bindings::formatter::pi_agent::pipeline::kv,
+                "pi-agent:pipeline/types@0.3.0": crate::bindings::formatter::pi_agent::pipeline::types,
+                "pi-agent:pipeline/host@0.3.0": crate::bindings::formatter::pi_agent::pipeline::host,
+                "pi-agent:pipeline/kv@0.3.0": crate::bindings::formatter::pi_agent::pipeline::kv,
             },
             pub_export_macro: true,
             export_macro_name: "export_shaper_world",
@@ -63,11 +68,13 @@ pub mod bindings {
 pub mod http;
 pub mod kv;
 pub mod structured;
+pub mod words;
 
 use bindings::formatter::pi_agent::pipeline::host;
 
 pub use bindings::formatter::pi_agent::pipeline::types::{
-    ChatContext, ChatMessage, Options, Outcome, Prompt, Reply, ResponseFormat, Role, TextFormat,
+    ChatContext, ChatMessage, Options, Outcome, Prompt, Reply, ResponseFormat, Role, ScheduledRun,
+    TextFormat,
 };
 
 /// A stage that runs before the LLM: may rewrite the prompt, answer directly, or refuse.

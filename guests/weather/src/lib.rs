@@ -1,4 +1,4 @@
-//! A tool guest (WIT 0.2.0, formatter): when a message asks about the weather, it fetches
+//! A tool guest (WIT 0.3.0, formatter): when a message asks about the weather, it fetches
 //! the forecast for the configured place from Open-Meteo (no key needed) and adds a short
 //! factual summary to the message, so the model answers from data, not from memory.
 //!
@@ -20,6 +20,7 @@
 //! http = ["https://api.open-meteo.com"]
 //! ```
 
+use pi_agent_guest::words::Triggers;
 use pi_agent_guest::{ChatContext, Formatter, Outcome, Prompt, log};
 use serde::Deserialize;
 
@@ -27,6 +28,7 @@ use serde::Deserialize;
 /// people likely to run this bot; `words` in the config replaces them.
 pub const DEFAULT_WORDS: &[&str] = &[
     "weather",
+    "briefing",
     "forecast",
     "temperature",
     "rain",
@@ -60,11 +62,10 @@ struct Weather;
 
 impl Formatter for Weather {
     fn format(_ctx: ChatContext, mut prompt: Prompt) -> Outcome {
-        let words = trigger_words(pi_agent_guest::config("words"));
         let Some(last) = prompt.messages.last_mut() else {
             return Outcome::Prompt(prompt);
         };
-        if !mentions_any(&last.content, &words) {
+        if !Triggers::from_config(DEFAULT_WORDS).in_text(&last.content) {
             return Outcome::Prompt(prompt);
         }
         match fetch_summary() {
@@ -79,26 +80,6 @@ impl Formatter for Weather {
 }
 
 pi_agent_guest::export_formatter!(Weather);
-
-/// The configured words, or the defaults.
-pub fn trigger_words(configured: Option<String>) -> Vec<String> {
-    match configured {
-        Some(list) => list
-            .split(',')
-            .map(|w| w.trim().to_lowercase())
-            .filter(|w| !w.is_empty())
-            .collect(),
-        None => DEFAULT_WORDS.iter().map(|w| (*w).to_owned()).collect(),
-    }
-}
-
-/// Whether a word of `text` starts with one of `words` ("raining" has "rain"; "train"
-/// has not).
-pub fn mentions_any(text: &str, words: &[String]) -> bool {
-    text.to_lowercase()
-        .split(|c: char| !c.is_alphanumeric())
-        .any(|word| words.iter().any(|w| word.starts_with(w.as_str())))
-}
 
 fn fetch_summary() -> Result<String, String> {
     let latitude: f64 = required_number("latitude")?;
@@ -257,7 +238,7 @@ mod tests {
 
     #[test]
     fn weather_words_in_several_languages_trigger_it() {
-        let words = trigger_words(None);
+        let words = Triggers::new(None, DEFAULT_WORDS);
         for text in [
             "What's the weather like?",
             "Wird es morgen Regen geben?",
@@ -265,20 +246,13 @@ mod tests {
             "¿Va a llover? lluvia",
             "Какая погода?",
             "Is it raining",
+            "Good morning briefing",
         ] {
-            assert!(mentions_any(text, &words), "{text}");
+            assert!(words.in_text(text), "{text}");
         }
         for text in ["Take the train", "Hello!", "Write a poem"] {
-            assert!(!mentions_any(text, &words), "{text}");
+            assert!(!words.in_text(text), "{text}");
         }
-        assert!(mentions_any(
-            "umbrella?",
-            &trigger_words(Some("Umbrella, coat".into()))
-        ));
-        assert!(!mentions_any(
-            "weather?",
-            &trigger_words(Some("umbrella".into()))
-        ));
     }
 
     #[test]

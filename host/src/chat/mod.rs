@@ -13,7 +13,7 @@ mod queue;
 mod sink;
 mod worker;
 
-pub use jobs::{Enqueued, NewJob, PendingJob};
+pub use jobs::{Enqueued, JobKind, NewJob, PendingJob};
 pub use queue::Accepted;
 pub use sink::{Replies, ReplySink};
 
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ChatConfig, LlmConfig};
 use crate::llm::{LlmBackend, LlmError, ModelInfo, RunningModel, same_model};
 use crate::pipeline::{Pipeline, SharedPipeline, StageInfo};
-use crate::store::{Store, StoreError};
+use crate::store::{SharedStore, Store, StoreError};
 use queue::Queue;
 
 /// How often a job may be started without finishing (the process died while answering it)
@@ -85,7 +85,7 @@ pub struct ChatService<R: Replies> {
     llm_config: LlmConfig,
     llm: Arc<dyn LlmBackend>,
     pipeline: SharedPipeline,
-    store: Arc<Mutex<Store>>,
+    store: SharedStore,
     replies: R,
     /// Shared with each job's sink, which marks the job once its last word is out.
     queue: Arc<Mutex<Queue>>,
@@ -103,7 +103,7 @@ impl<R: Replies> ChatService<R> {
         llm_config: LlmConfig,
         llm: Arc<dyn LlmBackend>,
         pipeline: SharedPipeline,
-        store: Store,
+        store: SharedStore,
         replies: R,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -115,7 +115,7 @@ impl<R: Replies> ChatService<R> {
             llm_config,
             llm,
             pipeline,
-            store: Arc::new(Mutex::new(store)),
+            store,
             replies,
             job_ready: Notify::new(),
             last_tokens_per_second: Mutex::new(None),
@@ -148,11 +148,40 @@ impl<R: Replies> ChatService<R> {
         let count = pending.len();
         let mut queue = self.lock_queue();
         for job in pending {
-            queue.push_recovered(job);
+            queue.push_stored(job);
         }
         drop(queue);
         self.job_ready.notify_waiters();
         Ok(count)
+    }
+
+    /// Queues a job stored already (a scheduled task's firing, stored with the task's move
+    /// to its next slot).
+    pub fn queue_stored(&self, job: PendingJob) {
+        self.lock_queue().push_stored(job);
+        self.job_ready.notify_waiters();
+    }
+
+    /// The chat's time zone: its own choice (`/timezone`) or the default (`TIMEZONE`).
+    pub async fn time_zone(&self, chat_id: i64) -> String {
+        match self.db(move |store| store.chat_time_zone(chat_id)).await {
+            Ok(Some(zone)) => zone,
+            Ok(None) => self.config.time_zone.clone(),
+            Err(e) => {
+                tracing::warn!("cannot read the chat's time zone, using the default: {e}");
+                self.config.time_zone.clone()
+            }
+        }
+    }
+
+    /// Sets the chat's time zone (an IANA name the caller checked); `None`: the default.
+    pub async fn set_time_zone(
+        &self,
+        chat_id: i64,
+        zone: Option<String>,
+    ) -> Result<(), StoreError> {
+        self.db(move |store| store.set_chat_time_zone(chat_id, zone.as_deref()))
+            .await
     }
 
     /// Cancels the chat's running generation; false when nothing was running.
@@ -234,6 +263,13 @@ impl<R: Replies> ChatService<R> {
             .await
     }
 
+    /// Tells a chat something outside any job (best effort: failures are logged).
+    pub async fn tell_chat(&self, chat_id: i64, text: &str) {
+        if let Err(e) = self.replies.open(chat_id, None).notice(text).await {
+            tracing::warn!(chat_id, "cannot send a notice: {e:#}");
+        }
+    }
+
     /// Tells the admins something they should act on (best effort).
     pub async fn tell_admins(&self, text: &str) {
         self.replies.tell_admins(text).await;
@@ -263,11 +299,14 @@ impl<R: Replies> ChatService<R> {
         }
     }
 
-    /// Runs `LLM_CONCURRENCY` workers until `shutdown` is cancelled; then lets running jobs
-    /// finish within the grace period and cancels the rest (they stay pending).
+    /// Runs `LLM_CONCURRENCY` workers, and one for reminders, until `shutdown` is cancelled;
+    /// then lets running jobs finish within the grace period and cancels the rest (they stay
+    /// pending).
     pub async fn run_workers(self: &Arc<Self>, shutdown: CancellationToken) {
-        let workers: Vec<_> = (0..self.config.llm_concurrency)
-            .map(|_| tokio::spawn(worker::run(self.clone(), shutdown.clone())))
+        let lanes = std::iter::repeat_n(worker::Lane::Any, self.config.llm_concurrency)
+            .chain([worker::Lane::Reminders]);
+        let workers: Vec<_> = lanes
+            .map(|lane| tokio::spawn(worker::run(self.clone(), lane, shutdown.clone())))
             .collect();
         let aborts: Vec<_> = workers.iter().map(|w| w.abort_handle()).collect();
         shutdown.cancelled().await;
@@ -296,15 +335,10 @@ impl<R: Replies> ChatService<R> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs `f` on the store off the async runtime (SQLite calls block, and a durable write
-    /// waits for the disk).
     async fn db<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&mut store.lock().unwrap_or_else(|e| e.into_inner())))
-            .await
-            .expect("store task panicked")
+        self.store.run(f).await
     }
 }

@@ -64,23 +64,25 @@ impl Queue {
         }
     }
 
-    /// Recovered jobs are queued even past the capacity: they were accepted already.
-    pub fn push_recovered(&mut self, job: PendingJob) {
+    /// Jobs stored already — recovered at start, or a task's firing — are queued even past
+    /// the capacity: they were accepted already.
+    pub fn push_stored(&mut self, job: PendingJob) {
         if !self.waiting.iter().any(|j| j.id == job.id) {
             self.waiting.push_back(job);
         }
     }
 
-    /// The oldest job whose chat is not busy, marked running with a fresh cancel token
-    /// (a child of `parent`, so shutdown cancels it too).
+    /// The oldest job `wanted` whose chat is not busy, marked running with a fresh cancel
+    /// token (a child of `parent`, so shutdown cancels it too).
     pub fn take_next(
         &mut self,
         parent: &CancellationToken,
+        wanted: impl Fn(&PendingJob) -> bool,
     ) -> Option<(PendingJob, CancellationToken)> {
         let index = self
             .waiting
             .iter()
-            .position(|j| !self.running.contains_key(&j.message.chat_id))?;
+            .position(|j| !self.running.contains_key(&j.message.chat_id) && wanted(j))?;
         let job = self.waiting.remove(index)?;
         let cancel = parent.child_token();
         let running = Running {
@@ -121,12 +123,18 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::NewJob;
+    use crate::chat::{JobKind, NewJob};
+
+    fn any(_: &PendingJob) -> bool {
+        true
+    }
 
     fn job(id: i64, chat_id: i64) -> PendingJob {
         let message = NewJob {
             chat_id,
-            message_id: id as i32,
+            kind: JobKind::Message {
+                message_id: id as i32,
+            },
             user_id: chat_id,
             text: format!("m{id}"),
             context: Default::default(),
@@ -142,12 +150,12 @@ mod tests {
         assert_eq!(q.push(job(1, 100)), Accepted::Queued { ahead: 0 });
         assert_eq!(q.push(job(2, 100)), Accepted::Queued { ahead: 1 });
         assert_eq!(q.push(job(3, 200)), Accepted::Queued { ahead: 2 });
-        assert_eq!(q.take_next(&root).unwrap().0.id, 1);
+        assert_eq!(q.take_next(&root, any).unwrap().0.id, 1);
         // Chat 100 is busy: its second message waits, chat 200 goes first.
-        assert_eq!(q.take_next(&root).unwrap().0.id, 3);
-        assert!(q.take_next(&root).is_none());
+        assert_eq!(q.take_next(&root, any).unwrap().0.id, 3);
+        assert!(q.take_next(&root, any).is_none());
         q.finish(100);
-        assert_eq!(q.take_next(&root).unwrap().0.id, 2);
+        assert_eq!(q.take_next(&root, any).unwrap().0.id, 2);
     }
 
     #[test]
@@ -156,7 +164,7 @@ mod tests {
         let mut q = Queue::new(10, 3);
         assert_eq!(q.push(job(1, 1)), Accepted::Queued { ahead: 0 });
         assert_eq!(q.push(job(2, 2)), Accepted::Queued { ahead: 0 });
-        q.take_next(&root);
+        q.take_next(&root, any);
         assert_eq!(
             q.push(job(3, 1)),
             Accepted::Queued { ahead: 1 },
@@ -174,7 +182,7 @@ mod tests {
         let root = CancellationToken::new();
         let mut q = Queue::new(10, 1);
         q.push(job(1, 1));
-        q.take_next(&root);
+        q.take_next(&root, any);
         assert_eq!(q.push(job(2, 2)), Accepted::Queued { ahead: 1 });
         q.delivered(1);
         assert_eq!(
@@ -184,9 +192,22 @@ mod tests {
         );
         let mut q = Queue::new(10, 1);
         q.push(job(1, 1));
-        q.take_next(&root);
+        q.take_next(&root, any);
         q.delivered(1);
         assert_eq!(q.push(job(2, 1)), Accepted::Queued { ahead: 0 });
+    }
+
+    #[test]
+    fn a_worker_takes_only_the_jobs_it_wants_in_order() {
+        let root = CancellationToken::new();
+        let mut q = Queue::new(10, 1);
+        q.push(job(1, 1));
+        q.push(job(2, 2));
+        q.push(job(3, 3));
+        let even = |j: &PendingJob| j.message.chat_id % 2 == 0;
+        assert_eq!(q.take_next(&root, even).unwrap().0.id, 2);
+        assert!(q.take_next(&root, even).is_none());
+        assert_eq!(q.take_next(&root, any).unwrap().0.id, 1);
     }
 
     #[test]
@@ -194,8 +215,8 @@ mod tests {
         let mut q = Queue::new(1, 1);
         q.push(job(1, 1));
         assert!(q.is_full());
-        q.push_recovered(job(2, 2));
-        q.push_recovered(job(2, 2));
+        q.push_stored(job(2, 2));
+        q.push_stored(job(2, 2));
         assert_eq!(q.waiting(), 2);
     }
 
@@ -205,8 +226,8 @@ mod tests {
         let mut q = Queue::new(10, 1);
         q.push(job(1, 1));
         q.push(job(2, 2));
-        let (_, first) = q.take_next(&root).unwrap();
-        let (_, second) = q.take_next(&root).unwrap();
+        let (_, first) = q.take_next(&root, any).unwrap();
+        let (_, second) = q.take_next(&root, any).unwrap();
         assert!(q.cancel_running(1));
         assert!(first.is_cancelled() && !second.is_cancelled());
         assert!(!q.cancel_running(3));

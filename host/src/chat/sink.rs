@@ -8,9 +8,9 @@ use crate::prompt::Reply;
 pub trait Replies: Send + Sync + 'static {
     type Sink: ReplySink;
 
-    /// A reply in `chat_id` to its message `message_id` (the chat's own numbering, as
-    /// Telegram's).
-    fn open(&self, chat_id: i64, message_id: i32) -> Self::Sink;
+    /// A reply in `chat_id`, quoting its message `message_id` (the chat's own numbering, as
+    /// Telegram's) if it answers one.
+    fn open(&self, chat_id: i64, message_id: Option<i32>) -> Self::Sink;
 
     /// Tells the bot's admins something they should act on (in Telegram: a message to
     /// each). Best effort: failures are logged, not returned.

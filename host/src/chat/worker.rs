@@ -10,11 +10,11 @@ use tracing::Instrument;
 
 use super::queue::Queue;
 use super::{ChatService, MAX_ATTEMPTS, Replies, ReplySink};
-use super::{NewJob, PendingJob};
+use super::{JobKind, NewJob, PendingJob};
 use crate::clock;
 use crate::llm::{LlmError, ReplyEvent};
 use crate::pipeline::{FormatOutcome, Pipeline, StageError};
-use crate::prompt::{ChatMessage, Prompt, Reply, Role};
+use crate::prompt::{ChatMessage, Prompt, Reply, Role, TextFormat};
 use crate::store::StoreError;
 
 /// How often the typing indicator is renewed while waiting for the first token (Telegram
@@ -38,13 +38,31 @@ impl Ending {
     }
 }
 
-pub async fn run<R: Replies>(service: Arc<ChatService<R>>, shutdown: CancellationToken) {
+/// Which jobs a worker takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Any job: the `LLM_CONCURRENCY` workers.
+    Any,
+    /// Reminders only: they need no LLM, so one extra worker delivers them on time while
+    /// the others are busy generating.
+    Reminders,
+}
+
+pub async fn run<R: Replies>(
+    service: Arc<ChatService<R>>,
+    lane: Lane,
+    shutdown: CancellationToken,
+) {
     loop {
         let ready = service.job_ready.notified();
         if shutdown.is_cancelled() {
             return;
         }
-        let next = service.lock_queue().take_next(&service.interrupt_jobs);
+        let next = service
+            .lock_queue()
+            .take_next(&service.interrupt_jobs, |job| {
+                lane == Lane::Any || job.message.kind == JobKind::Reminder
+            });
         let Some((job, cancel)) = next else {
             tokio::select! {
                 () = ready => continue,
@@ -73,11 +91,11 @@ pub async fn run<R: Replies>(service: Arc<ChatService<R>>, shutdown: Cancellatio
 }
 
 impl<R: Replies> ChatService<R> {
-    async fn answer(&self, job: PendingJob, cancel: &CancellationToken) -> Ending {
+    async fn answer(&self, mut job: PendingJob, cancel: &CancellationToken) -> Ending {
         let mut sink = JobSink {
             sink: self
                 .replies
-                .open(job.message.chat_id, job.message.message_id),
+                .open(job.message.chat_id, job.message.kind.message_id()),
             queue: self.queue.clone(),
             chat_id: job.message.chat_id,
         };
@@ -90,6 +108,10 @@ impl<R: Replies> ChatService<R> {
         // the attempt was not the job's fault.
         if let Err(e) = self.db(move |s| s.record_attempt(job.id)).await {
             tracing::warn!("cannot record the attempt: {e}");
+        }
+        job.message.context.time_zone = self.time_zone(job.message.chat_id).await;
+        if job.message.kind == JobKind::Reminder {
+            return self.remind(&mut sink, &job.message).await;
         }
         let prompt = match self.prompt_for(&job.message).await {
             Ok(prompt) => prompt,
@@ -130,6 +152,21 @@ impl<R: Replies> ChatService<R> {
         }
     }
 
+    /// A reminder: its announcement through the shapers, as if a formatter had answered.
+    async fn remind(&self, sink: &mut JobSink<R::Sink>, message: &NewJob) -> Ending {
+        let prompt = Prompt {
+            model: self.llm_config.model.clone(),
+            messages: vec![ChatMessage::new(Role::User, message.text.clone())],
+            options: self.llm_config.options.clone(),
+        };
+        let pipeline = self.pipeline();
+        let answer = Answer::new(&pipeline, message, &prompt);
+        match answer.shape(Reply::plain(String::new()), true).await {
+            Err(e) => fail(sink, &stage_failure_text(&e)).await,
+            Ok(shaped) => deliver(sink, &shaped, None).await,
+        }
+    }
+
     /// The job was started `MAX_ATTEMPTS` times and never finished: each time the process
     /// died on it. Tell its user and the admins once, and drop it.
     async fn give_up(&self, sink: &mut JobSink<R::Sink>, job: &PendingJob) -> Ending {
@@ -138,10 +175,15 @@ impl<R: Replies> ChatService<R> {
             "giving up on a message: the bot stopped while answering it {} times",
             job.attempts
         );
+        let what = match (job.message.kind, job.message.context.scheduled) {
+            (JobKind::Message { message_id }, _) => format!("message {message_id}"),
+            (_, Some(run)) => format!("scheduled task {}", run.task_id),
+            (_, None) => "a scheduled task".to_owned(),
+        };
         self.tell_admins(&format!(
-            "⚠️ Gave up on a message in chat {} (message {}): the bot stopped while answering \
+            "⚠️ Gave up on a message in chat {} ({what}): the bot stopped while answering \
              it {} times in a row. The log of those runs says why.",
-            job.message.chat_id, job.message.message_id, job.attempts
+            job.message.chat_id, job.attempts
         ))
         .await;
         let told = sink
@@ -378,19 +420,38 @@ struct Answer<'a> {
     message: &'a NewJob,
     /// What the LLM is asked (after the formatters).
     prompt: &'a Prompt,
+    /// A scheduled task's first line ("⏰ Good morning briefing"), so the chat sees why the
+    /// bot writes unasked; the whole reply of a reminder.
+    announcement: Option<String>,
 }
 
 impl<'a> Answer<'a> {
     fn new(pipeline: &'a Pipeline, message: &'a NewJob, prompt: &'a Prompt) -> Self {
+        let announcement = message.context.scheduled.map(|run| {
+            crate::schedule::announcement(&message.text, &run, &message.context.time_zone)
+        });
         Self {
             pipeline,
             message,
             prompt,
+            announcement,
         }
     }
 
-    /// `reply` through the shapers (the text so far, or all of it when `done`).
-    async fn shape(&self, reply: Reply, done: bool) -> Result<Reply, StageError> {
+    /// `reply` through the shapers (the text so far, or all of it when `done`), after the
+    /// announcement if there is one.
+    async fn shape(&self, mut reply: Reply, done: bool) -> Result<Reply, StageError> {
+        if let Some(announcement) = &self.announcement {
+            let announcement = match reply.format {
+                TextFormat::Plain => announcement.clone(),
+                TextFormat::Html => escape_html(announcement),
+            };
+            reply.text = if reply.text.is_empty() {
+                announcement
+            } else {
+                format!("{announcement}\n\n{}", reply.text)
+            };
+        }
         self.pipeline
             .shape(&self.message.context, self.prompt, reply, done)
             .await
@@ -400,6 +461,13 @@ impl<'a> Answer<'a> {
     fn turn(&self, text: String) -> Option<(String, String)> {
         Some((self.message.text.clone(), text))
     }
+}
+
+/// `text` safe inside Telegram HTML.
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 fn stage_failure_text(error: &StageError) -> String {

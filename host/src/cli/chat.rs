@@ -9,7 +9,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::app;
-use crate::chat::{Accepted, NewJob, Replies, ReplySink};
+use crate::chat::{Accepted, JobKind, NewJob, Replies, ReplySink};
 use crate::clock;
 use crate::config::Config;
 use crate::prompt::{ChatContext, Reply, TextFormat};
@@ -20,7 +20,8 @@ const TERMINAL_CHAT_ID: i64 = 0;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (service, _reloader) = app::service(&config, TerminalReplies { done: done_tx }).await?;
+    let (service, _reloader, _store) =
+        app::service(&config, TerminalReplies { done: done_tx }).await?;
     let shutdown = CancellationToken::new();
     let workers = tokio::spawn({
         let (service, shutdown) = (service.clone(), shutdown.clone());
@@ -63,14 +64,14 @@ fn job(text: &str) -> NewJob {
     NewJob {
         chat_id: TERMINAL_CHAT_ID,
         // Unique enough: answered ids are forgotten after two days, and this wraps in 24.
-        message_id: (now_ms % i32::MAX as u64) as i32,
+        kind: JobKind::Message {
+            message_id: (now_ms % i32::MAX as u64) as i32,
+        },
         user_id: 0,
         text: text.to_owned(),
         context: ChatContext {
             chat_id: TERMINAL_CHAT_ID,
             unix_ms: now_ms,
-            time_zone: String::new(),
-            scheduled: None,
             ..ChatContext::default()
         },
         received_unix_ms: now_ms,
@@ -85,7 +86,7 @@ struct TerminalReplies {
 impl Replies for TerminalReplies {
     type Sink = TerminalReply;
 
-    fn open(&self, _chat_id: i64, _message_id: i32) -> TerminalReply {
+    fn open(&self, _chat_id: i64, _message_id: Option<i32>) -> TerminalReply {
         TerminalReply {
             printed: String::new(),
             done: self.done.clone(),

@@ -74,8 +74,8 @@ pub enum LoadError {
     },
     #[error(
         "stage '{stage}': {path} exports neither a formatter nor a shaper of \
-         pi-agent:pipeline@0.2.0 or @0.1.0 (build it with the pi-agent-guest SDK or against \
-         wit/v0.2.0)"
+         pi-agent:pipeline@0.3.0, @0.2.0 or @0.1.0 (build it with the pi-agent-guest SDK or \
+         against wit/v0.3.0)"
     )]
     NoRole { stage: String, path: PathBuf },
     #[error(

@@ -27,7 +27,7 @@ use super::grants::Grants;
 use super::http::GuestHttp;
 use super::kv::{GuestKv, KvDatabase, KvError};
 use super::limits::{Limiter, StageLimits};
-use super::wit::{v0_1_0, v0_2_0};
+use super::wit::{v0_1_0, v0_2_0, v0_3_0};
 
 /// How much of each of a guest's stdout and stderr one call keeps in memory (to be logged,
 /// and to find a panic message in); the rest is dropped and counted.
@@ -226,34 +226,47 @@ macro_rules! host_interface {
 
 host_interface!(v0_1_0);
 host_interface!(v0_2_0);
+host_interface!(v0_3_0);
 
-impl v0_2_0::kv::Host for StageState {
-    async fn get(&mut self, key: String) -> Result<Option<String>, v0_2_0::kv::KvError> {
-        self.kv.get(key).await.map_err(Into::into)
-    }
+/// The `kv` interface of one WIT version (0.2.0 on), the same in each: the stage's store.
+macro_rules! kv_interface {
+    ($version:ident) => {
+        impl $version::kv::Host for StageState {
+            async fn get(&mut self, key: String) -> Result<Option<String>, $version::kv::KvError> {
+                self.kv.get(key).await.map_err(Into::into)
+            }
 
-    async fn set(&mut self, key: String, value: String) -> Result<(), v0_2_0::kv::KvError> {
-        self.kv.set(key, value).await.map_err(Into::into)
-    }
+            async fn set(
+                &mut self,
+                key: String,
+                value: String,
+            ) -> Result<(), $version::kv::KvError> {
+                self.kv.set(key, value).await.map_err(Into::into)
+            }
 
-    async fn delete(&mut self, key: String) -> Result<(), v0_2_0::kv::KvError> {
-        self.kv.delete(key).await.map_err(Into::into)
-    }
+            async fn delete(&mut self, key: String) -> Result<(), $version::kv::KvError> {
+                self.kv.delete(key).await.map_err(Into::into)
+            }
 
-    async fn keys(&mut self, prefix: String) -> Result<Vec<String>, v0_2_0::kv::KvError> {
-        self.kv.keys(prefix).await.map_err(Into::into)
-    }
-}
-
-impl From<KvError> for v0_2_0::kv::KvError {
-    fn from(error: KvError) -> Self {
-        match error {
-            KvError::NotGranted => Self::NotGranted,
-            KvError::QuotaExceeded(quota) => Self::QuotaExceeded(quota),
-            KvError::Unavailable(why) => Self::Unavailable(why),
+            async fn keys(&mut self, prefix: String) -> Result<Vec<String>, $version::kv::KvError> {
+                self.kv.keys(prefix).await.map_err(Into::into)
+            }
         }
-    }
+
+        impl From<KvError> for $version::kv::KvError {
+            fn from(error: KvError) -> Self {
+                match error {
+                    KvError::NotGranted => Self::NotGranted,
+                    KvError::QuotaExceeded(quota) => Self::QuotaExceeded(quota),
+                    KvError::Unavailable(why) => Self::Unavailable(why),
+                }
+            }
+        }
+    };
 }
+
+kv_interface!(v0_2_0);
+kv_interface!(v0_3_0);
 
 /// Links everything a guest may import: the `host` interface of each WIT version, `kv`,
 /// `wasi:http` (every request checked against the stage's grants) and WASI p2 (async
@@ -262,6 +275,7 @@ impl From<KvError> for v0_2_0::kv::KvError {
 pub fn link(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
     v0_1_0::StageGuest::add_to_linker::<_, HasSelf>(linker, |state| state)?;
     v0_2_0::StageGuest::add_to_linker::<_, HasSelf>(linker, |state| state)?;
+    v0_3_0::StageGuest::add_to_linker::<_, HasSelf>(linker, |state| state)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
 
     let l = linker;

@@ -17,7 +17,7 @@ use super::kv::KvDatabase;
 use super::limits::{MAX_MEMORIES, StageLimits};
 use super::manifest::StageSpec;
 use super::sandbox::{StageContext, StageState};
-use super::wit::{v0_1_0, v0_2_0};
+use super::wit::{v0_1_0, v0_2_0, v0_3_0};
 use crate::prompt::{ChatContext, ChatMessage, Prompt, Reply, ResponseFormat};
 
 /// What a stage does, detected from the component's exports.
@@ -53,6 +53,7 @@ impl std::fmt::Display for Role {
 pub enum WitVersion {
     V0_1_0,
     V0_2_0,
+    V0_3_0,
 }
 
 impl std::fmt::Display for WitVersion {
@@ -60,6 +61,7 @@ impl std::fmt::Display for WitVersion {
         f.write_str(match self {
             Self::V0_1_0 => "0.1.0",
             Self::V0_2_0 => "0.2.0",
+            Self::V0_3_0 => "0.3.0",
         })
     }
 }
@@ -143,30 +145,42 @@ enum Exports {
         formatter: Option<v0_2_0::FormatterIndices>,
         shaper: Option<v0_2_0::ShaperIndices>,
     },
+    V0_3_0 {
+        formatter: Option<v0_3_0::FormatterIndices>,
+        shaper: Option<v0_3_0::ShaperIndices>,
+    },
+}
+
+/// The `Exports` variant `$variant` with what the component exports of `$version`.
+macro_rules! exports_of {
+    ($pre:expr, $variant:ident, $version:ident) => {
+        Exports::$variant {
+            formatter: $version::FormatterIndices::new($pre).ok(),
+            shaper: $version::ShaperIndices::new($pre).ok(),
+        }
+    };
 }
 
 impl Exports {
     /// The newest version the component exports a role of, and that role; `None` if it
     /// exports none of any version.
     fn find(pre: &InstancePre<StageState>) -> Option<(Self, Role)> {
-        let newest = Self::V0_2_0 {
-            formatter: v0_2_0::FormatterIndices::new(pre).ok(),
-            shaper: v0_2_0::ShaperIndices::new(pre).ok(),
-        };
-        let oldest = Self::V0_1_0 {
-            formatter: v0_1_0::FormatterIndices::new(pre).ok(),
-            shaper: v0_1_0::ShaperIndices::new(pre).ok(),
-        };
-        [newest, oldest]
-            .into_iter()
-            .find_map(|exports| Some((exports.role()?, exports)))
-            .map(|(role, exports)| (exports, role))
+        // Newest first: a component exporting roles of several versions runs as the newest.
+        [
+            exports_of!(pre, V0_3_0, v0_3_0),
+            exports_of!(pre, V0_2_0, v0_2_0),
+            exports_of!(pre, V0_1_0, v0_1_0),
+        ]
+        .into_iter()
+        .find_map(|exports| Some((exports.role()?, exports)))
+        .map(|(role, exports)| (exports, role))
     }
 
     fn role(&self) -> Option<Role> {
         let (formats, shapes) = match self {
             Self::V0_1_0 { formatter, shaper } => (formatter.is_some(), shaper.is_some()),
             Self::V0_2_0 { formatter, shaper } => (formatter.is_some(), shaper.is_some()),
+            Self::V0_3_0 { formatter, shaper } => (formatter.is_some(), shaper.is_some()),
         };
         match (formats, shapes) {
             (true, true) => Some(Role::Both),
@@ -180,6 +194,7 @@ impl Exports {
         match self {
             Self::V0_1_0 { .. } => WitVersion::V0_1_0,
             Self::V0_2_0 { .. } => WitVersion::V0_2_0,
+            Self::V0_3_0 { .. } => WitVersion::V0_3_0,
         }
     }
 }
@@ -382,6 +397,10 @@ impl Stage {
                 let indices = formatter.as_ref().expect(NOT_A_FORMATTER);
                 call_format!(self, engine, v0_2_0, indices, ctx, prompt)
             }
+            Exports::V0_3_0 { formatter, .. } => {
+                let indices = formatter.as_ref().expect(NOT_A_FORMATTER);
+                call_format!(self, engine, v0_3_0, indices, ctx, prompt)
+            }
         };
         if let Outcome::Prompt(next) = &mut outcome {
             if self.info.wit_version == WitVersion::V0_1_0 {
@@ -416,6 +435,10 @@ impl Stage {
             Exports::V0_2_0 { shaper, .. } => {
                 let indices = shaper.as_ref().expect(NOT_A_SHAPER);
                 call_shape!(self, engine, v0_2_0, indices, ctx, prompt, reply, done)
+            }
+            Exports::V0_3_0 { shaper, .. } => {
+                let indices = shaper.as_ref().expect(NOT_A_SHAPER);
+                call_shape!(self, engine, v0_3_0, indices, ctx, prompt, reply, done)
             }
         };
         self.check_output_size(shaped.text.len())?;

@@ -1,4 +1,4 @@
-//! Messages accepted but not yet answered (`pending_jobs`), and the ones answered lately
+//! Jobs accepted but not yet answered (`pending_jobs`), and the messages answered lately
 //! (`answered`), so that Telegram delivering an update again does not run it twice.
 
 use std::time::Duration;
@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::history::insert_turn;
 use super::{Store, StoreError};
-use crate::chat::{Enqueued, NewJob, PendingJob};
+use crate::chat::{Enqueued, JobKind, NewJob, PendingJob};
 use crate::clock;
 use crate::prompt::ChatContext;
 
@@ -16,46 +16,34 @@ use crate::prompt::ChatContext;
 const ANSWERED_RETENTION: Duration = Duration::from_secs(2 * 24 * 60 * 60);
 
 impl Store {
-    /// Queues `job` unless its `(chat_id, message_id)` is already pending or was answered.
+    /// Queues `job` unless it answers a message that is already pending or was answered.
     /// Not fsynced on its own: it becomes durable with the next [`Self::set_last_update_id`]
     /// (see the module docs), and only then may the Telegram update be acknowledged.
     pub fn enqueue(&mut self, job: &NewJob) -> Result<Enqueued, StoreError> {
-        let context_json = serde_json::to_string(&job.context)?;
-        self.write(|tx| {
-            if was_answered(tx, job.chat_id, job.message_id)? {
-                return Ok(Enqueued::Duplicate);
-            }
-            let inserted = tx.execute(
-                "INSERT INTO pending_jobs (chat_id, message_id, user_id, text, context_json, received_unix_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (chat_id, message_id) DO NOTHING",
-                params![job.chat_id, job.message_id, job.user_id, job.text, context_json, job.received_unix_ms],
-            )?;
-            Ok(if inserted == 0 { Enqueued::Duplicate } else { Enqueued::New(tx.last_insert_rowid()) })
-        })
+        self.write(|tx| insert_job(tx, job))
     }
 
     /// All jobs not yet completed, in arrival order (restart recovery).
     pub fn pending(&self) -> Result<Vec<PendingJob>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, chat_id, message_id, user_id, text, context_json, received_unix_ms, attempts
+            "SELECT id, chat_id, kind, message_id, user_id, text, context_json, received_unix_ms, attempts
              FROM pending_jobs ORDER BY id",
         )?;
         let rows = stmt.query_map([], |row| {
             let message = NewJob {
                 chat_id: row.get(1)?,
-                message_id: row.get(2)?,
-                user_id: row.get(3)?,
-                text: row.get(4)?,
+                kind: kind_from_sql(&row.get::<_, String>(2)?, row.get(3)?)?,
+                user_id: row.get(4)?,
+                text: row.get(5)?,
                 context: ChatContext::default(),
-                received_unix_ms: row.get(6)?,
+                received_unix_ms: row.get(7)?,
             };
             let job = PendingJob {
                 id: row.get(0)?,
-                attempts: row.get(7)?,
+                attempts: row.get(8)?,
                 message,
             };
-            Ok((job, row.get::<_, String>(5)?))
+            Ok((job, row.get::<_, String>(6)?))
         })?;
         rows.map(|row| {
             let (mut job, context_json) = row?;
@@ -108,10 +96,60 @@ impl Store {
     }
 }
 
-/// Removes pending job `id`, records it as answered, forgets answers past the retention;
-/// returns its chat.
+/// Stores `job` in `tx`: its id, or `Duplicate` for a message pending or answered already.
+pub(super) fn insert_job(tx: &Transaction, job: &NewJob) -> Result<Enqueued, StoreError> {
+    let message_id = job.kind.message_id();
+    if let Some(message_id) = message_id
+        && was_answered(tx, job.chat_id, message_id)?
+    {
+        return Ok(Enqueued::Duplicate);
+    }
+    let inserted = tx.execute(
+        "INSERT INTO pending_jobs (chat_id, kind, message_id, user_id, text, context_json, received_unix_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (chat_id, message_id) DO NOTHING",
+        params![
+            job.chat_id,
+            kind_to_sql(job.kind),
+            message_id,
+            job.user_id,
+            job.text,
+            serde_json::to_string(&job.context)?,
+            job.received_unix_ms
+        ],
+    )?;
+    Ok(if inserted == 0 {
+        Enqueued::Duplicate
+    } else {
+        Enqueued::New(tx.last_insert_rowid())
+    })
+}
+
+fn kind_to_sql(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Message { .. } => "message",
+        JobKind::TaskPrompt => "task-prompt",
+        JobKind::Reminder => "reminder",
+    }
+}
+
+fn kind_from_sql(kind: &str, message_id: Option<i32>) -> rusqlite::Result<JobKind> {
+    match (kind, message_id) {
+        ("message", Some(message_id)) => Ok(JobKind::Message { message_id }),
+        ("task-prompt", None) => Ok(JobKind::TaskPrompt),
+        ("reminder", None) => Ok(JobKind::Reminder),
+        _ => Err(rusqlite::Error::FromSqlConversionFailure(
+            2,
+            rusqlite::types::Type::Text,
+            format!("job kind '{kind}' with message id {message_id:?}").into(),
+        )),
+    }
+}
+
+/// Removes pending job `id`, records its message (if any) as answered, forgets answers past
+/// the retention; returns its chat.
 fn finish_job(tx: &Transaction, id: i64) -> Result<i64, StoreError> {
-    let (chat_id, message_id): (i64, i32) = tx
+    let (chat_id, message_id): (i64, Option<i32>) = tx
         .query_row(
             "DELETE FROM pending_jobs WHERE id = ?1 RETURNING chat_id, message_id",
             [id],
@@ -120,10 +158,12 @@ fn finish_job(tx: &Transaction, id: i64) -> Result<i64, StoreError> {
         .optional()?
         .ok_or(StoreError::UnknownJob(id))?;
     let now = i64::try_from(clock::unix_ms()).unwrap_or(i64::MAX);
-    tx.execute(
-        "INSERT OR REPLACE INTO answered (chat_id, message_id, at_unix_ms) VALUES (?1, ?2, ?3)",
-        params![chat_id, message_id, now],
-    )?;
+    if let Some(message_id) = message_id {
+        tx.execute(
+            "INSERT OR REPLACE INTO answered (chat_id, message_id, at_unix_ms) VALUES (?1, ?2, ?3)",
+            params![chat_id, message_id, now],
+        )?;
+    }
     let retention_ms = i64::try_from(ANSWERED_RETENTION.as_millis()).unwrap_or(i64::MAX);
     tx.execute(
         "DELETE FROM answered WHERE at_unix_ms < ?1",

@@ -61,6 +61,49 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (stage, key)
     ) STRICT, WITHOUT ROWID;
 ",
+    r"
+    -- Scheduled tasks: `/remind` (a reminder's text, once) and `/every` (a prompt, on a
+    -- recurrence). `context_json` is the creating message's context (who, which chat).
+    CREATE TABLE tasks (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        chat_id          INTEGER NOT NULL,
+        kind             TEXT NOT NULL CHECK (kind IN ('reminder', 'prompt')),
+        text             TEXT NOT NULL,
+        recurrence       TEXT,  -- NULL: fires once
+        next_due_unix_ms INTEGER NOT NULL,
+        context_json     TEXT NOT NULL,
+        created_unix_ms  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX tasks_by_due ON tasks (next_due_unix_ms);
+    CREATE INDEX tasks_by_chat ON tasks (chat_id, id);
+
+    ALTER TABLE chat_settings ADD COLUMN time_zone TEXT;
+
+    -- A job is a person's message or a task's firing; only a message has a message id
+    -- (NULLs never collide in UNIQUE, so a chat may have many task jobs pending).
+    CREATE TABLE pending_jobs_v3 (
+        id               INTEGER PRIMARY KEY AUTOINCREMENT,
+        chat_id          INTEGER NOT NULL,
+        kind             TEXT NOT NULL CHECK (kind IN ('message', 'task-prompt', 'reminder')),
+        message_id       INTEGER CHECK ((kind = 'message') = (message_id IS NOT NULL)),
+        user_id          INTEGER NOT NULL,
+        text             TEXT NOT NULL,
+        context_json     TEXT NOT NULL,
+        received_unix_ms INTEGER NOT NULL,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (chat_id, message_id)
+    ) STRICT;
+    INSERT INTO pending_jobs_v3
+        (id, chat_id, kind, message_id, user_id, text, context_json, received_unix_ms, attempts)
+        SELECT id, chat_id, 'message', message_id, user_id, text, context_json, received_unix_ms, attempts
+        FROM pending_jobs;
+    -- Job ids are never reused: the new table counts on from the old one's counter.
+    DELETE FROM sqlite_sequence WHERE name = 'pending_jobs_v3';
+    INSERT INTO sqlite_sequence (name, seq)
+        SELECT 'pending_jobs_v3', seq FROM sqlite_sequence WHERE name = 'pending_jobs';
+    DROP TABLE pending_jobs;
+    ALTER TABLE pending_jobs_v3 RENAME TO pending_jobs;
+",
 ];
 
 /// Applies the migrations the database lacks, all in one transaction, so a failure leaves
@@ -107,7 +150,13 @@ mod tests {
             .pragma_query_value(None, "journal_mode", |row| row.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
-        for table in ["pending_jobs", "history", "answered", "chat_settings"] {
+        for table in [
+            "pending_jobs",
+            "history",
+            "answered",
+            "chat_settings",
+            "tasks",
+        ] {
             assert_eq!(row_count(&store, table), 0, "{table}");
         }
     }
@@ -135,6 +184,38 @@ mod tests {
             .expect("a newer schema must be refused");
         assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
         assert!(err.to_string().contains("upgrade pi-agent"), "{err}");
+    }
+
+    #[test]
+    fn pending_messages_survive_the_jobs_table_rebuild_and_ids_are_not_reused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn, &MIGRATIONS[..2]).unwrap();
+        conn.execute_batch(
+            "INSERT INTO pending_jobs (chat_id, message_id, user_id, text, context_json, received_unix_ms)
+                 VALUES (1, 10, 42, 'kept', '{}', 5), (1, 11, 42, 'answered', '{}', 6);
+             DELETE FROM pending_jobs WHERE message_id = 11;",
+        )
+        .unwrap();
+        migrate(&mut conn, MIGRATIONS).unwrap();
+        let kept: (i64, String, i32, String) = conn
+            .query_row(
+                "SELECT id, kind, message_id, text FROM pending_jobs",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(kept, (1, "message".into(), 10, "kept".into()));
+        conn.execute(
+            "INSERT INTO pending_jobs (chat_id, kind, user_id, text, context_json, received_unix_ms)
+             VALUES (1, 'reminder', 42, 'new', '{}', 7)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(
+            conn.last_insert_rowid(),
+            3,
+            "id 2 was used before the rebuild"
+        );
     }
 
     #[test]

@@ -3,12 +3,13 @@
 //! - `migrations` — the schema and how a database is brought up to it;
 //! - `history` — each chat's turns, pruned to the newest [`KEPT_MESSAGES`];
 //! - `jobs` — messages accepted but not yet answered, and those answered (for dedupe);
-//! - `settings` — per-chat choices and the Telegram update offset;
+//! - `settings` — per-chat choices (model, time zone) and the Telegram update offset;
+//! - `tasks` — scheduled tasks, and firing them into jobs;
 //! - `kv` — each guest stage's private key-value store, within its quota.
 //!
 //! The API is synchronous. [`Store`] is `Send` but not `Sync` (it owns one
-//! `rusqlite::Connection`): the service keeps it in an `Arc<std::sync::Mutex<Store>>` and calls
-//! it from `tokio::task::spawn_blocking`, never holding the lock across an `.await`.
+//! `rusqlite::Connection`): the services share it as a [`SharedStore`], which calls it from
+//! `tokio::task::spawn_blocking`, never holding the lock across an `.await`.
 //!
 //! Durability: the database runs in WAL mode with `synchronous=NORMAL`, which survives a
 //! process crash but may roll back the last commits if the Pi loses power. The writes that
@@ -25,8 +26,11 @@ mod jobs;
 mod kv;
 mod migrations;
 mod settings;
+mod shared;
+mod tasks;
 
 pub use kv::KvWrite;
+pub use shared::SharedStore;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -177,7 +181,7 @@ mod fixtures {
     use std::sync::atomic::{AtomicI32, Ordering};
 
     use super::{Store, StoreError};
-    use crate::chat::{Enqueued, NewJob};
+    use crate::chat::{Enqueued, JobKind, NewJob};
     use crate::prompt::{ChatContext, ChatMessage};
 
     /// A directory for a database, removed on drop.
@@ -197,7 +201,7 @@ mod fixtures {
     pub fn job(chat_id: i64, message_id: i32, text: &str) -> NewJob {
         NewJob {
             chat_id,
-            message_id,
+            kind: JobKind::Message { message_id },
             user_id: 42,
             text: text.to_owned(),
             context: ChatContext {

@@ -31,6 +31,30 @@ impl Store {
         Ok(())
     }
 
+    /// The chat's time zone (an IANA name), if it chose one with `/timezone`.
+    pub fn chat_time_zone(&self, chat_id: i64) -> Result<Option<String>, StoreError> {
+        let zone = self
+            .conn
+            .prepare_cached("SELECT time_zone FROM chat_settings WHERE chat_id = ?1")?
+            .query_row([chat_id], |row| row.get(0))
+            .optional()?;
+        Ok(zone.flatten())
+    }
+
+    /// Sets the chat's time zone; `None` goes back to the default.
+    pub fn set_chat_time_zone(
+        &mut self,
+        chat_id: i64,
+        zone: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO chat_settings (chat_id, time_zone) VALUES (?1, ?2)
+             ON CONFLICT (chat_id) DO UPDATE SET time_zone = excluded.time_zone",
+            params![chat_id, zone],
+        )?;
+        Ok(())
+    }
+
     /// The last Telegram update handled, if any.
     pub fn last_update_id(&self) -> Result<Option<i64>, StoreError> {
         Ok(self
@@ -70,5 +94,18 @@ mod tests {
         assert_eq!(store.chat_model(2).unwrap(), None);
         store.set_chat_model(1, None).unwrap();
         assert_eq!(store.chat_model(1).unwrap(), None);
+    }
+
+    #[test]
+    fn time_zone_and_model_are_set_apart() {
+        let mut store = Store::open_in_memory().unwrap();
+        store.set_chat_model(1, Some("qwen3:1.7b")).unwrap();
+        store.set_chat_time_zone(1, Some("Europe/Madrid")).unwrap();
+        assert_eq!(
+            store.chat_time_zone(1).unwrap().as_deref(),
+            Some("Europe/Madrid")
+        );
+        assert_eq!(store.chat_model(1).unwrap().as_deref(), Some("qwen3:1.7b"));
+        assert_eq!(store.chat_time_zone(2).unwrap(), None);
     }
 }

@@ -11,13 +11,16 @@ use teloxide::types::{Me, MessageEntityKind, ReplyParameters};
 use teloxide::utils::command::BotCommands;
 
 use super::reply::TelegramReplies;
-use crate::chat::{Accepted, ChatService, ModelChoice, ModelSwitch, NewJob, Status};
+use crate::chat::{Accepted, ChatService, JobKind, ModelChoice, ModelSwitch, NewJob, Status};
 use crate::clock;
 use crate::config::TelegramConfig;
 use crate::pipeline::Reloader;
 use crate::prompt::ChatContext;
+use crate::schedule::{Added, Listed, ScheduleError, Scheduler, Summary, TaskKind, Zone};
+use crate::store::StoreError;
 
 pub type Service = Arc<ChatService<TelegramReplies>>;
+pub type Tasks = Arc<Scheduler<TelegramReplies>>;
 
 /// How often a stranger is told their id at most: enough to add them, too rare to spam.
 const STRANGER_REPLY_EVERY: Duration = Duration::from_secs(600);
@@ -42,6 +45,18 @@ pub enum Command {
     Status,
     #[command(description = "stop the answer being written")]
     Stop,
+    #[command(description = "remind me: /remind in 10 min tea, /remind tomorrow 8am call Ana")]
+    Remind(String),
+    #[command(
+        description = "a prompt on a schedule: /every day 07:30 Good morning briefing (or weekday 8:00, monday 9:00, 2h, cron)"
+    )]
+    Every(String),
+    #[command(description = "this chat's reminders and scheduled prompts")]
+    Tasks,
+    #[command(description = "cancel a task: /cancel 3")]
+    Cancel(String),
+    #[command(description = "this chat's time zone: /timezone Europe/Madrid")]
+    Timezone(String),
     #[command(description = "reload the guest pipeline now (admins)")]
     Reload,
 }
@@ -148,11 +163,31 @@ async fn command(
     message: Message,
     command: Command,
     service: Service,
+    tasks: Tasks,
     access: Arc<Access>,
     reloader: Arc<Reloader>,
 ) -> anyhow::Result<()> {
     let chat_id = message.chat.id.0;
     let text = match command {
+        Command::Remind(args) => added_text(tasks.remind(context(&message), &args).await),
+        Command::Every(args) => added_text(tasks.every(context(&message), &args).await),
+        Command::Tasks => tasks_text(tasks.tasks(chat_id).await?),
+        Command::Cancel(id) => match id.trim().trim_start_matches('#').parse() {
+            Ok(id) if tasks.cancel(chat_id, id).await? => format!("Cancelled task {id}."),
+            Ok(id) => format!("This chat has no task {id}: /tasks lists them."),
+            Err(_) => "Which task? /cancel 3 — /tasks lists them with their ids.".to_owned(),
+        },
+        Command::Timezone(name) if name.trim().is_empty() => format!(
+            "This chat's time zone is {}. Change it with /timezone Europe/Madrid (any IANA name).",
+            service.time_zone(chat_id).await
+        ),
+        Command::Timezone(name) => match tasks.set_zone(chat_id, &name).await {
+            Ok(zone) => format!(
+                "This chat's time zone is now {}; recurring tasks follow it.",
+                zone.name()
+            ),
+            Err(e) => format!("⚠️ {e}"),
+        },
         Command::Start | Command::Help => Command::descriptions().to_string(),
         Command::Reset => {
             service.reset(chat_id).await?;
@@ -162,7 +197,7 @@ async fn command(
         Command::Status | Command::Reload if !access.is_admin(&message) => {
             "That command is for the bot's admins.".to_owned()
         }
-        Command::Status => status_text(service.status().await),
+        Command::Status => status_text(service.status().await, tasks.summary().await),
         Command::Reload => match reloader.reload("/reload").await {
             Ok(report) => format!("✅ {report}"),
             Err(e) => format!("⚠️ Reload failed; the old pipeline keeps serving.\n{e}"),
@@ -209,7 +244,45 @@ fn model_list(choice: ModelChoice) -> String {
     }
 }
 
-fn status_text(status: Status) -> String {
+/// What `/remind` and `/every` answer: the exact time understood, or why none was.
+fn added_text(added: Result<Added, ScheduleError>) -> String {
+    match added {
+        Ok(added) => {
+            let when = match &added.recurrence {
+                None => added.first.clone(),
+                Some(recurrence) => format!("{recurrence}, first {}", added.first),
+            };
+            format!(
+                "⏰ {when}: {}\n(task {id}, {zone} time · /cancel {id})",
+                added.text,
+                id = added.id,
+                zone = added.zone.name()
+            )
+        }
+        Err(e) => format!("⚠️ {e}"),
+    }
+}
+
+fn tasks_text((tasks, zone): (Vec<Listed>, Zone)) -> String {
+    if tasks.is_empty() {
+        return "No tasks in this chat. Add one with /remind or /every.".to_owned();
+    }
+    let mut text = format!("Tasks in this chat ({} time):\n", zone.name());
+    for task in tasks {
+        let what = match task.kind {
+            TaskKind::Reminder => "reminder",
+            TaskKind::Prompt => "prompt",
+        };
+        let schedule = match &task.recurrence {
+            Some(recurrence) => format!("{recurrence}, next {}", task.next),
+            None => task.next,
+        };
+        let _ = writeln!(text, "{} · {schedule} · {what}: {}", task.id, task.text);
+    }
+    text + "Cancel one with /cancel <id>."
+}
+
+fn status_text(status: Status, tasks: Result<Summary, StoreError>) -> String {
     let mut text = String::new();
     let (ollama, loaded) = match status.loaded_models {
         Ok(models) if models.is_empty() => ("up".to_owned(), "none".to_owned()),
@@ -263,6 +336,18 @@ fn status_text(status: Status) -> String {
         "Queue: {} waiting, {} running",
         status.waiting, status.running
     );
+    let _ = match tasks {
+        Ok(Summary { count, next: None }) => writeln!(text, "Tasks: {count}"),
+        Ok(Summary {
+            count,
+            next: Some(next),
+        }) => writeln!(
+            text,
+            "Tasks: {count}; next: task {} in chat {}, {}",
+            next.id, next.chat_id, next.when
+        ),
+        Err(e) => writeln!(text, "Tasks: ? — {e}"),
+    };
     let tps = status
         .last_tokens_per_second
         .map_or("—".to_owned(), |t| format!("{t:.1}"));
@@ -291,22 +376,13 @@ async fn chat_message(bot: Bot, message: Message, me: Me, service: Service) -> a
     if text.is_empty() {
         return Ok(());
     }
-    let user = message.from.as_ref();
-    let user_id = user.map_or(0, |u| u.id.0 as i64);
-    let context = ChatContext {
-        chat_id: message.chat.id.0,
-        user_id,
-        user_name: user.map(|u| u.first_name.clone()),
-        language: user.and_then(|u| u.language_code.clone()),
-        is_group: is_group(&message),
-        unix_ms: message.date.timestamp_millis().max(0) as u64,
-        time_zone: String::new(),
-        scheduled: None,
-    };
+    let context = context(&message);
     let job = NewJob {
         chat_id: message.chat.id.0,
-        message_id: message.id.0,
-        user_id,
+        kind: JobKind::Message {
+            message_id: message.id.0,
+        },
+        user_id: context.user_id,
         text,
         context,
         received_unix_ms: clock::unix_ms(),
@@ -335,6 +411,22 @@ async fn chat_message(bot: Bot, message: Message, me: Me, service: Service) -> a
         }
     });
     Ok(())
+}
+
+/// Where `message` comes from, as the pipeline sees it (the time zone is filled in when it
+/// is answered).
+fn context(message: &Message) -> ChatContext {
+    let user = message.from.as_ref();
+    ChatContext {
+        chat_id: message.chat.id.0,
+        user_id: user.map_or(0, |u| u.id.0 as i64),
+        user_name: user.map(|u| u.first_name.clone()),
+        language: user.and_then(|u| u.language_code.clone()),
+        is_group: is_group(message),
+        unix_ms: message.date.timestamp_millis().max(0) as u64,
+        time_zone: String::new(),
+        scheduled: None,
+    }
 }
 
 /// A short plain reply to `message`.

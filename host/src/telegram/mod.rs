@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::TelegramConfig;
 use crate::health::Heartbeat;
 use crate::pipeline::Reloader;
-use handlers::Service;
+use handlers::{Service, Tasks};
 
 /// Long-poll timeout: Telegram holds `getUpdates` open this long when there is nothing new.
 const POLL_TIMEOUT_SECS: u32 = 25;
@@ -105,16 +105,28 @@ pub async fn tell_admins(bot: &Bot, admins: &std::collections::BTreeSet<i64>, te
     }
 }
 
+/// What the handlers act on.
+pub struct Services {
+    pub chat: Service,
+    pub tasks: Tasks,
+    pub access: Arc<Access>,
+    pub reloader: Arc<Reloader>,
+}
+
 /// Polls for updates and handles them in order until `shutdown`.
 pub async fn poll(
     bot: Bot,
     me: Me,
-    service: Service,
-    access: Arc<Access>,
-    reloader: Arc<Reloader>,
+    services: Services,
     mut heartbeat: Heartbeat,
     shutdown: CancellationToken,
 ) {
+    let Services {
+        chat: service,
+        tasks,
+        access,
+        reloader,
+    } = services;
     let schema = handlers::schema();
     let mut offset = match service.update_offset().await {
         Ok(last) => last.map_or(0, |id| id as i32 + 1),
@@ -165,6 +177,7 @@ pub async fn poll(
                 bot.clone(),
                 me.clone(),
                 service.clone(),
+                tasks.clone(),
                 access.clone(),
                 reloader.clone()
             ];

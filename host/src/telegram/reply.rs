@@ -32,11 +32,11 @@ impl TelegramReplies {
 impl Replies for TelegramReplies {
     type Sink = TelegramReply;
 
-    fn open(&self, chat_id: i64, message_id: i32) -> TelegramReply {
+    fn open(&self, chat_id: i64, message_id: Option<i32>) -> TelegramReply {
         TelegramReply {
             bot: self.bot.clone(),
             chat: ChatId(chat_id),
-            reply_to: MessageId(message_id),
+            reply_to: message_id.map(MessageId),
             sent: Vec::new(),
             html_rejected: false,
             quiet_until: None,
@@ -58,7 +58,8 @@ struct Sent {
 pub struct TelegramReply {
     bot: Bot,
     chat: ChatId,
-    reply_to: MessageId,
+    /// The message answered, quoted by the reply's first message.
+    reply_to: Option<MessageId>,
     sent: Vec<Sent>,
     /// Telegram refused our HTML once: the rest of this reply goes as plain text.
     html_rejected: bool,
@@ -126,8 +127,9 @@ impl TelegramReply {
                 send.parse_mode = parse_mode;
                 if index == 0 {
                     // Quote the user's message; if it was deleted meanwhile, answer anyway.
-                    send.reply_parameters =
-                        Some(ReplyParameters::new(self.reply_to).allow_sending_without_reply());
+                    send.reply_parameters = self
+                        .reply_to
+                        .map(|id| ReplyParameters::new(id).allow_sending_without_reply());
                 }
                 let message = send.await?;
                 self.sent.push(Sent {

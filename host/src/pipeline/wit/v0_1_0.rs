@@ -16,6 +16,7 @@ pub use exports::pi_agent::pipeline::formatter::GuestIndices as FormatterIndices
 pub use exports::pi_agent::pipeline::shaper::GuestIndices as ShaperIndices;
 
 shared_conversions!();
+chat_context_conversion!();
 
 impl From<&prompt::GenerationOptions> for types::Options {
     fn from(o: &prompt::GenerationOptions) -> Self {

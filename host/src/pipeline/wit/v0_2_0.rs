@@ -1,7 +1,6 @@
-//! Bindings for `pi-agent:pipeline@0.2.0` and conversions to and from `crate::prompt`.
-//! What 0.2.0 added: the `kv` import and structured output (`options.format`).
-
-use crate::prompt;
+//! Bindings for `pi-agent:pipeline@0.2.0` (frozen) and conversions to and from
+//! `crate::prompt`. What 0.2.0 added: the `kv` import and structured output
+//! (`options.format`).
 
 wasmtime::component::bindgen!({
     path: "../wit/v0.2.0",
@@ -24,61 +23,6 @@ pub use exports::pi_agent::pipeline::formatter::GuestIndices as FormatterIndices
 pub use exports::pi_agent::pipeline::shaper::GuestIndices as ShaperIndices;
 
 shared_conversions!();
-
-impl From<&prompt::ResponseFormat> for types::ResponseFormat {
-    fn from(format: &prompt::ResponseFormat) -> Self {
-        match format {
-            prompt::ResponseFormat::Json => Self::Json,
-            prompt::ResponseFormat::Schema(schema) => Self::Schema(schema.clone()),
-        }
-    }
-}
-
-impl From<types::ResponseFormat> for prompt::ResponseFormat {
-    fn from(format: types::ResponseFormat) -> Self {
-        match format {
-            types::ResponseFormat::Json => Self::Json,
-            types::ResponseFormat::Schema(schema) => Self::Schema(schema),
-        }
-    }
-}
-
-impl From<&prompt::GenerationOptions> for types::Options {
-    fn from(o: &prompt::GenerationOptions) -> Self {
-        Self {
-            temperature: o.temperature,
-            top_p: o.top_p,
-            top_k: o.top_k,
-            num_predict: o.num_predict,
-            num_ctx: o.num_ctx,
-            seed: o.seed,
-            stop: o.stop.clone(),
-            format: o.format.as_ref().map(Into::into),
-        }
-    }
-}
-
-impl From<types::Options> for prompt::GenerationOptions {
-    fn from(o: types::Options) -> Self {
-        let types::Options {
-            temperature,
-            top_p,
-            top_k,
-            num_predict,
-            num_ctx,
-            seed,
-            stop,
-            format,
-        } = o;
-        Self {
-            temperature,
-            top_p,
-            top_k,
-            num_predict,
-            num_ctx,
-            seed,
-            stop,
-            format: format.map(Into::into),
-        }
-    }
-}
+structured_output_conversions!();
+// 0.2.0 has neither the time zone nor the scheduler's run.
+chat_context_conversion!();

@@ -1,0 +1,160 @@
+//! Test fixtures: iCalendar text as Google Calendar exports it (CRLF line ends, lines
+//! folded at 75 octets, a VTIMEZONE, X-WR-TIMEZONE), around Wednesday 2 December 2026.
+
+/// 12:00 in Berlin on Wednesday 2 December 2026 (11:00 UTC), in Unix milliseconds.
+pub const NOON_2_DEC_2026: u64 = 1_796_209_200_000;
+
+/// `events` (VEVENT blocks, `\n` line ends) in a Google-style calendar, with CRLF.
+pub fn google(events: &str) -> Vec<u8> {
+    let text = format!("{HEAD}{events}END:VCALENDAR\n");
+    text.replace('\n', "\r\n").into_bytes()
+}
+
+/// A Google Calendar export's head: the calendar's name, zone and its VTIMEZONE (LF line
+/// endings here; `google` turns them into CRLF). The fake Google Calendar of the
+/// integration tests serves the same head.
+const HEAD: &str = include_str!("../fixtures/google-head.ics");
+
+/// A week of Sam's calendar: what today (Wed 2 Dec) and tomorrow hold, and what they
+/// must not show.
+pub const WEEK: &str = "BEGIN:VEVENT
+DTSTART;TZID=Europe/Berlin:20260902T090000
+DTEND;TZID=Europe/Berlin:20260902T093000
+RRULE:FREQ=WEEKLY;BYDAY=MO,WE,FR
+DTSTAMP:20261130T080000Z
+UID:standup@google.com
+CREATED:20260820T100000Z
+LAST-MODIFIED:20260820T100000Z
+SEQUENCE:0
+STATUS:CONFIRMED
+SUMMARY:Stand-up
+TRANSP:OPAQUE
+END:VEVENT
+BEGIN:VEVENT
+DTSTART;TZID=Europe/Berlin:20261202T140000
+DTEND;TZID=Europe/Berlin:20261202T150000
+DTSTAMP:20261130T080000Z
+UID:dentist@google.com
+DESCRIPTION:Bring the insurance card.\\nAsk about the crown\\, and the bill fr
+ om March: it was twice what they said on the phone\\; call them first.
+LOCATION:Main St. 5\\, Berlin
+STATUS:CONFIRMED
+SUMMARY:Dentist
+END:VEVENT
+BEGIN:VEVENT
+DTSTART:20261201T233000Z
+DTEND:20261202T000000Z
+DTSTAMP:20261130T080000Z
+UID:sydney@google.com
+STATUS:CONFIRMED
+SUMMARY:Call with Sydney
+END:VEVENT
+BEGIN:VEVENT
+DTSTART;VALUE=DATE:20261203
+DTEND;VALUE=DATE:20261204
+DTSTAMP:20261130T080000Z
+UID:holiday@google.com
+STATUS:CONFIRMED
+SUMMARY:Holiday
+TRANSP:TRANSPARENT
+END:VEVENT
+BEGIN:VEVENT
+DTSTART;TZID=Europe/Berlin:20261130T080000
+DTEND;TZID=Europe/Berlin:20261130T080500
+RRULE:FREQ=DAILY;COUNT=3
+DTSTAMP:20261130T080000Z
+UID:vitamins@google.com
+SUMMARY:Vitamins
+END:VEVENT
+BEGIN:VEVENT
+DTSTART;TZID=Europe/Berlin:20261001T100000
+DTEND;TZID=Europe/Berlin:20261001T110000
+RRULE:FREQ=WEEKLY;UNTIL=20261126T225959Z;BYDAY=TH
+DTSTAMP:20261130T080000Z
+UID:physio@google.com
+SUMMARY:Physio
+END:VEVENT
+BEGIN:VEVENT
+DTSTART;TZID=Europe/Berlin:20261104T180000
+DTEND;TZID=Europe/Berlin:20261104T190000
+RRULE:FREQ=WEEKLY;BYDAY=WE
+EXDATE;TZID=Europe/Berlin:20261125T180000,20261202T180000
+DTSTAMP:20261130T080000Z
+UID:yoga@google.com
+SUMMARY:Yoga
+END:VEVENT
+BEGIN:VEVENT
+DTSTART;TZID=Europe/Berlin:20261001T110000
+DTEND;TZID=Europe/Berlin:20261001T113000
+RRULE:FREQ=WEEKLY;BYDAY=TH
+DTSTAMP:20261130T080000Z
+UID:alex@google.com
+SUMMARY:1:1 with Alex
+END:VEVENT
+BEGIN:VEVENT
+DTSTART;TZID=Europe/Berlin:20261203T150000
+DTEND;TZID=Europe/Berlin:20261203T153000
+DTSTAMP:20261130T080000Z
+UID:alex@google.com
+RECURRENCE-ID;TZID=Europe/Berlin:20261203T110000
+SEQUENCE:1
+SUMMARY:1:1 with Alex (moved)
+END:VEVENT
+BEGIN:VEVENT
+DTSTART;TZID=Europe/Berlin:20261104T170000
+DTEND;TZID=Europe/Berlin:20261104T174500
+RRULE:FREQ=WEEKLY;BYDAY=WE
+DTSTAMP:20261130T080000Z
+UID:piano@google.com
+SUMMARY:Piano lesson
+END:VEVENT
+BEGIN:VEVENT
+DTSTART;TZID=Europe/Berlin:20261202T170000
+DTEND;TZID=Europe/Berlin:20261202T174500
+DTSTAMP:20261130T080000Z
+UID:piano@google.com
+RECURRENCE-ID;TZID=Europe/Berlin:20261202T170000
+STATUS:CANCELLED
+SUMMARY:Piano lesson
+END:VEVENT
+BEGIN:VEVENT
+DTSTART;TZID=Europe/Berlin:20261202T120000
+DTEND;TZID=Europe/Berlin:20261202T130000
+DTSTAMP:20261130T080000Z
+UID:lunch@google.com
+STATUS:CANCELLED
+SUMMARY:Lunch with Kim
+END:VEVENT
+BEGIN:VEVENT
+DTSTART;TZID=Europe/Berlin:20261201T230000
+DTEND;TZID=Europe/Berlin:20261201T233000
+DTSTAMP:20261130T080000Z
+UID:review@google.com
+SUMMARY:Review
+END:VEVENT
+BEGIN:VEVENT
+DTSTART;TZID=Europe/Berlin:20261205T100000
+DTEND;TZID=Europe/Berlin:20261205T110000
+DTSTAMP:20261130T080000Z
+UID:planning@google.com
+SUMMARY:Planning
+END:VEVENT
+BEGIN:VEVENT
+DTSTART;TZID=Europe/Berlin:20261203T220000
+DTEND;TZID=Europe/Berlin:20261204T060000
+DTSTAMP:20261130T080000Z
+UID:train@google.com
+SUMMARY:Night train
+END:VEVENT
+";
+
+/// What `WEEK` must not show today or tomorrow.
+pub const NOT_TODAY_OR_TOMORROW: &[&str] = &[
+    "Physio",
+    "Yoga",
+    "Piano",
+    "Lunch with Kim",
+    "Review",
+    "Planning",
+    "11:00",
+];
