@@ -47,7 +47,8 @@ impl WallTimer {
                 tv_nsec: 0,
             },
             it_value: libc::timespec {
-                tv_sec: libc::time_t::try_from(unix_ms / 1000).unwrap_or(libc::time_t::MAX),
+                // Seconds since the epoch fit any time_t (musl deprecates naming the type).
+                tv_sec: (unix_ms / 1000) as _,
                 tv_nsec: ((unix_ms % 1000) * 1_000_000) as libc::c_long,
             },
         };
