@@ -209,9 +209,8 @@ impl<R: Replies> Scheduler<R> {
                 next: zone.format(t.task.next_due_unix_ms, now),
                 recurrence: t
                     .task
-                    .recurrence
-                    .as_deref()
-                    .and_then(|spec| Recurrence::from_spec(spec).ok())
+                    .recurrence()
+                    .and_then(Result::ok)
                     .map(|r| r.describe()),
                 text: t.task.text,
             })
@@ -246,9 +245,8 @@ impl<R: Replies> Scheduler<R> {
                 for task in store.chat_tasks(chat_id)? {
                     let next = task
                         .task
-                        .recurrence
-                        .as_deref()
-                        .and_then(|spec| Recurrence::from_spec(spec).ok())
+                        .recurrence()
+                        .and_then(Result::ok)
                         .and_then(|r| r.next_after(now, &moved));
                     if let Some(next) = next {
                         store.move_task(task.id, Some(next))?;
@@ -332,7 +330,7 @@ impl<R: Replies> Scheduler<R> {
 
     async fn fire(&self, task: Task, now: u64) -> Result<(), StoreError> {
         let zone = self.zone(task.task.chat_id).await;
-        let recurrence = match task.task.recurrence.as_deref().map(Recurrence::from_spec) {
+        let recurrence = match task.task.recurrence() {
             None => None,
             Some(Ok(recurrence)) => Some(recurrence),
             Some(Err(e)) => {

@@ -36,6 +36,13 @@ pub struct NewTask {
     pub created_unix_ms: u64,
 }
 
+impl NewTask {
+    /// The task's recurrence, read from its stored spec; `None` for a one-off task.
+    pub fn recurrence(&self) -> Option<Result<super::Recurrence, super::ParseError>> {
+        self.recurrence.as_deref().map(super::Recurrence::from_spec)
+    }
+}
+
 /// A stored task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Task {
