@@ -1,5 +1,5 @@
 //! Assembles the bot from its parts — pipeline, Ollama client, store, chat service,
-//! scheduler, Telegram — and runs it until shutdown.
+//! scheduler, Telegram, dashboard — and runs it until shutdown.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use crate::pipeline::Reloader;
 use crate::schedule::Scheduler;
 use crate::store::{SharedStore, Store};
 use crate::telegram::{self, Access, Services, TelegramReplies};
+use crate::web;
 
 /// Loads the pipeline named by `manifest` (or the configured one), compiling through the
 /// on-disk cache.
@@ -94,6 +95,12 @@ pub async fn run_bot(config: Config, shutdown: CancellationToken) -> anyhow::Res
         }
     };
     tokio::spawn(reloader.clone().watch(tell_admins, shutdown.clone()));
+    let dashboard = web::Dashboard {
+        chat: service.clone(),
+        tasks: tasks.clone(),
+        reloader: reloader.clone(),
+    };
+    web::start(&config.dashboard, dashboard, shutdown.clone()).await;
     // Start-up is over: what only it needed need not stay resident.
     memory::release_after_one_off_work();
     let services = Services {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -74,19 +75,23 @@ pub fn default_model(env: &Env) -> String {
     env.string("OLLAMA_MODEL", "gemma2:2b")
 }
 
-/// The bot token: never printed, not even by `Debug`.
+/// A token (the bot's, the dashboard's): never printed, not even by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct BotToken(String);
+pub struct Secret(String);
 
-impl BotToken {
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
 }
 
-impl fmt::Debug for BotToken {
+impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("BotToken([redacted])")
+        f.write_str("Secret([redacted])")
     }
 }
 
@@ -94,7 +99,7 @@ impl fmt::Debug for BotToken {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelegramConfig {
     /// `TELEGRAM_BOT_TOKEN` (required)
-    pub token: BotToken,
+    pub token: Secret,
     /// `TELEGRAM_API_URL`: the Bot API server (the official one, or a self-hosted one).
     pub api_url: reqwest::Url,
     /// `TELEGRAM_ALLOWED_USERS`: who may talk to the LLM (admins always may).
@@ -132,7 +137,7 @@ impl TelegramConfig {
             |u: &reqwest::Url| matches!(u.scheme(), "http" | "https"),
         );
         Self {
-            token: BotToken(token),
+            token: Secret(token),
             api_url,
             allowed_users: env.user_ids("TELEGRAM_ALLOWED_USERS"),
             admin_users: env.user_ids("TELEGRAM_ADMIN_USERS"),
@@ -306,6 +311,65 @@ impl ChatConfig {
     }
 }
 
+/// Settings for the web dashboard and `/metrics`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DashboardConfig {
+    /// `DASHBOARD_ADDR` (default `127.0.0.1:8080`; set to empty or `off`: no dashboard).
+    pub addr: Option<SocketAddr>,
+    /// `DASHBOARD_TOKEN`: the login, and the bearer token for `/metrics`. Without one, the
+    /// dashboard is open to whoever can reach the address, which must then be loopback.
+    pub token: Option<Secret>,
+}
+
+/// A dashboard token shorter than this is refused: it could be guessed.
+pub const MIN_DASHBOARD_TOKEN: usize = 16;
+
+impl DashboardConfig {
+    pub fn from_env(env: &mut Env) -> Self {
+        let addr = if env.is_blank("DASHBOARD_ADDR")
+            || env
+                .get("DASHBOARD_ADDR")
+                .is_some_and(|v| v.eq_ignore_ascii_case("off"))
+        {
+            None
+        } else {
+            Some(env.parse(
+                "DASHBOARD_ADDR",
+                SocketAddr::from(([127, 0, 0, 1], 8080)),
+                "an IP address and port, e.g. 127.0.0.1:8080, or your tailnet IP such as \
+                 100.101.102.103:8080 (empty or `off`: no dashboard)",
+                |_| true,
+            ))
+        };
+        let token = env.get("DASHBOARD_TOKEN").map(Secret);
+        if token
+            .as_ref()
+            .is_some_and(|t| t.expose().chars().count() < MIN_DASHBOARD_TOKEN)
+        {
+            env.problem(
+                "DASHBOARD_TOKEN",
+                format!(
+                    "at least {MIN_DASHBOARD_TOKEN} characters (e.g. the output of `openssl rand -hex 24`)"
+                ),
+            );
+        }
+        if let Some(addr) = addr
+            && !addr.ip().is_loopback()
+            && token.is_none()
+        {
+            env.problem(
+                "DASHBOARD_TOKEN",
+                format!(
+                    "a token (e.g. `openssl rand -hex 24`): DASHBOARD_ADDR={addr} is reachable \
+                     from other machines, and the dashboard is only served off loopback with \
+                     a login (or set DASHBOARD_ADDR=127.0.0.1:8080 and use `tailscale serve`)"
+                ),
+            );
+        }
+        Self { addr, token }
+    }
+}
+
 /// Settings for scheduled tasks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleConfig {
@@ -380,6 +444,7 @@ pub struct Config {
     pub chat: ChatConfig,
     pub pipeline: PipelineConfig,
     pub schedule: ScheduleConfig,
+    pub dashboard: DashboardConfig,
     /// `DATA_DIR`: the database, the compile cache and the heartbeat file.
     pub data_dir: PathBuf,
 }
@@ -394,6 +459,7 @@ impl Config {
             chat: ChatConfig::from_env(env),
             pipeline: PipelineConfig::from_env(env),
             schedule: ScheduleConfig::from_env(env),
+            dashboard: DashboardConfig::from_env(env),
             data_dir,
         }
     }
@@ -458,6 +524,11 @@ impl Env {
         (self.lookup)(name)
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
+    }
+
+    /// Set, but to nothing: `NAME=` turns an optional feature off.
+    pub fn is_blank(&self, name: &str) -> bool {
+        (self.lookup)(name).is_some_and(|v| v.trim().is_empty())
     }
 
     pub fn string(&self, name: &str, default: &str) -> String {
@@ -581,6 +652,47 @@ mod tests {
         }
         assert!(
             !message.contains("lots") && !message.contains("secret-ish"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_dashboard_is_on_loopback_by_default_and_needs_a_token_elsewhere() {
+        let mut e = env(&[]);
+        let config = DashboardConfig::from_env(&mut e);
+        e.finish().unwrap();
+        assert_eq!(config.addr, Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
+        assert_eq!(config.token, None);
+
+        for off in ["", "off"] {
+            let mut e = env(&[("DASHBOARD_ADDR", off)]);
+            assert_eq!(DashboardConfig::from_env(&mut e).addr, None, "{off:?}");
+            e.finish().unwrap();
+        }
+
+        let mut e = env(&[("DASHBOARD_ADDR", "100.101.102.103:8080")]);
+        DashboardConfig::from_env(&mut e);
+        let message = e.finish().unwrap_err().to_string();
+        assert!(message.contains("DASHBOARD_TOKEN"), "{message}");
+        assert!(
+            message.contains("reachable from other machines"),
+            "{message}"
+        );
+
+        let token = "0123456789abcdef0123";
+        let mut e = env(&[
+            ("DASHBOARD_ADDR", "0.0.0.0:9000"),
+            ("DASHBOARD_TOKEN", token),
+        ]);
+        let config = DashboardConfig::from_env(&mut e);
+        e.finish().unwrap();
+        assert_eq!(config.token.unwrap().expose(), token);
+
+        let mut e = env(&[("DASHBOARD_TOKEN", "short")]);
+        DashboardConfig::from_env(&mut e);
+        let message = e.finish().unwrap_err().to_string();
+        assert!(
+            message.contains("at least 16 characters") && !message.contains("short"),
             "{message}"
         );
     }

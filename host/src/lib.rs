@@ -16,6 +16,9 @@
 //! - [`config`] — typed settings from the environment and `.env`;
 //! - [`clock`] — wall-clock milliseconds, as the store and guests see them;
 //! - [`health`] — the polling loop's heartbeat, for container healthchecks;
+//! - [`telemetry`] — what the bot counts, for `/metrics` and the dashboard, and the log
+//!   lines the dashboard shows;
+//! - [`web`] — the dashboard: pages, live log, `/metrics`, behind a login;
 //! - [`memory`] — giving back what start-up and reloads leave resident;
 //! - [`app`] — assembles the bot; [`cli`] — the `pi-agent` command line.
 
@@ -32,3 +35,5 @@ pub mod prompt;
 pub mod schedule;
 pub mod store;
 pub mod telegram;
+pub mod telemetry;
+pub mod web;

@@ -31,6 +31,15 @@ pub fn release_after_one_off_work() {
     }
 }
 
+/// The process's resident memory now, from `/proc/self/statm` (resident pages × page size).
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page_size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page_size).ok()?)
+}
+
 /// Address ranges of `path`'s mappings that are not writable and hold no private pages.
 fn clean_read_only_mappings(smaps: &str, path: &str) -> Vec<(usize, usize)> {
     let mut ranges = Vec::new();

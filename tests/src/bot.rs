@@ -85,7 +85,9 @@ impl Harness {
             .env("DATA_DIR", self.scratch.path().join("data"))
             .env("STREAM_EDIT_INTERVAL_MS", "200")
             .env("SHUTDOWN_GRACE_SECS", "5")
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            // Off unless a test turns it on: parallel bots would fight over port 8080.
+            .env("DASHBOARD_ADDR", "");
         for (key, value) in extra {
             command.env(key, value);
         }

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ChatConfig, LlmConfig};
 use crate::llm::{LlmBackend, LlmError, ModelInfo, RunningModel, same_model};
 use crate::pipeline::{Pipeline, SharedPipeline, StageInfo};
-use crate::store::{SharedStore, Store, StoreError};
+use crate::store::{ChatCounts, SharedStore, Store, StoreError};
 use queue::Queue;
 
 /// How often a job may be started without finishing (the process died while answering it)
@@ -276,7 +276,7 @@ impl<R: Replies> ChatService<R> {
     }
 
     /// The pipeline new messages use.
-    fn pipeline(&self) -> Arc<Pipeline> {
+    pub fn pipeline(&self) -> Arc<Pipeline> {
         self.pipeline.load_full()
     }
 
@@ -297,6 +297,22 @@ impl<R: Replies> ChatService<R> {
             loaded_models,
             stages: self.pipeline().stages().cloned().collect(),
         }
+    }
+
+    /// Jobs waiting or running now (`pi_agent_queue_depth`).
+    pub fn queue_depth(&self) -> usize {
+        let queue = self.lock_queue();
+        queue.waiting() + queue.running()
+    }
+
+    /// Every chat's counts, with messages answered since `since_unix_ms` (no content).
+    pub async fn chat_counts(&self, since_unix_ms: u64) -> Result<Vec<ChatCounts>, StoreError> {
+        self.db(move |store| store.chat_counts(since_unix_ms)).await
+    }
+
+    /// The default time zone (`TIMEZONE`), in which the dashboard counts "today".
+    pub fn default_time_zone(&self) -> &str {
+        &self.config.time_zone
     }
 
     /// Runs `LLM_CONCURRENCY` workers, and one for reminders, until `shutdown` is cancelled;

@@ -16,6 +16,7 @@ use crate::llm::{LlmError, ReplyEvent};
 use crate::pipeline::{FormatOutcome, Pipeline, StageError};
 use crate::prompt::{ChatMessage, Prompt, Reply, Role, TextFormat};
 use crate::store::StoreError;
+use crate::telemetry::{self, MessageOutcome};
 
 /// How often the typing indicator is renewed while waiting for the first token (Telegram
 /// shows it for about five seconds).
@@ -24,7 +25,7 @@ const TYPING_RENEWAL: Duration = Duration::from_secs(4);
 /// How a job ended, for the store.
 enum Ending {
     /// Delivered; the turn goes into history (`None`: nothing worth remembering).
-    Completed(Option<(String, String)>),
+    Completed(Option<(String, String)>, MessageOutcome),
     /// Interrupted by shutdown: stays pending, answered after the next start.
     KeepPending,
 }
@@ -32,7 +33,7 @@ enum Ending {
 impl Ending {
     fn without_history(self) -> Self {
         match self {
-            Self::Completed(_) => Self::Completed(None),
+            Self::Completed(_, outcome) => Self::Completed(None, outcome),
             Self::KeepPending => Self::KeepPending,
         }
     }
@@ -70,6 +71,7 @@ pub async fn run<R: Replies>(
             }
         };
         let (chat_id, job_id) = (job.message.chat_id, job.id);
+        let task_id = job.message.context.scheduled.map(|run| run.task_id);
         let span = tracing::info_span!("message", chat_id, job_id, attempt = job.attempts + 1);
         let queue_wait =
             Duration::from_millis(clock::unix_ms().saturating_sub(job.message.received_unix_ms));
@@ -81,7 +83,7 @@ pub async fn run<R: Replies>(
                 // `/reset` came while this was being answered: don't bring the turn back.
                 ending = ending.without_history();
             }
-            service.end(job_id, ending).await;
+            service.end(job_id, task_id, ending).await;
         }
         .instrument(span)
         .await;
@@ -133,7 +135,7 @@ impl<R: Replies> ChatService<R> {
             Ok(FormatOutcome::Rejected { stage, reason }) => {
                 tracing::info!(stage, "rejected by the pipeline");
                 match sink.notice(&format!("🚫 {reason}")).await {
-                    Ok(()) => Ending::Completed(None),
+                    Ok(()) => Ending::Completed(None, MessageOutcome::Rejected),
                     Err(_) => Ending::KeepPending,
                 }
             }
@@ -196,7 +198,7 @@ impl<R: Replies> ChatService<R> {
             tracing::warn!("cannot tell the user their message was given up: {e:#}");
         }
         // Removed even if the user could not be told: running it again may crash again.
-        Ending::Completed(None)
+        Ending::Completed(None, MessageOutcome::GivenUp)
     }
 
     async fn prompt_for(&self, message: &NewJob) -> Result<Prompt, StoreError> {
@@ -252,7 +254,9 @@ impl<R: Replies> ChatService<R> {
             match event {
                 Some(Ok(ReplyEvent::Delta(delta))) => {
                     if text.is_empty() {
-                        tracing::info!(first_token = ?requested.elapsed(), "first token");
+                        let after = requested.elapsed();
+                        telemetry::first_token(after);
+                        tracing::info!(first_token = ?after, "first token");
                     }
                     text.push_str(&delta);
                     if shape_partials
@@ -268,6 +272,7 @@ impl<R: Replies> ChatService<R> {
                 }
                 Some(Ok(ReplyEvent::Done(stats))) => {
                     let tps = stats.tokens_per_second();
+                    telemetry::generated(stats.eval_count, tps);
                     *self
                         .last_tokens_per_second
                         .lock()
@@ -285,7 +290,9 @@ impl<R: Replies> ChatService<R> {
                     };
                     tracing::warn!("generation failed: {error}");
                     let notice = llm_failure_text(&error);
-                    return self.partial_then_notice(sink, answer, text, &notice).await;
+                    return self
+                        .partial_then_notice(sink, answer, text, &notice, MessageOutcome::Failed)
+                        .await;
                 }
             }
         }
@@ -303,7 +310,7 @@ impl<R: Replies> ChatService<R> {
             return Ending::KeepPending;
         }
         tracing::info!("stopped by the user");
-        self.partial_then_notice(sink, answer, text, "⏹ Stopped.")
+        self.partial_then_notice(sink, answer, text, "⏹ Stopped.", MessageOutcome::Stopped)
             .await
     }
 
@@ -314,6 +321,7 @@ impl<R: Replies> ChatService<R> {
         answer: &Answer<'_>,
         text: String,
         notice: &str,
+        outcome: MessageOutcome,
     ) -> Ending {
         let something = !text.trim().is_empty();
         if something
@@ -323,7 +331,7 @@ impl<R: Replies> ChatService<R> {
             return Ending::KeepPending;
         }
         match sink.notice(notice).await {
-            Ok(()) => Ending::Completed(answer.turn(text).filter(|_| something)),
+            Ok(()) => Ending::Completed(answer.turn(text).filter(|_| something), outcome),
             Err(_) => Ending::KeepPending,
         }
     }
@@ -334,12 +342,21 @@ impl<R: Replies> ChatService<R> {
         self.interrupt_jobs.is_cancelled()
     }
 
-    async fn end(&self, job_id: i64, ending: Ending) {
+    /// Records how job `job_id` (a firing of `task_id`, if any) ended.
+    async fn end(&self, job_id: i64, task_id: Option<i64>, ending: Ending) {
+        let outcome = match &ending {
+            Ending::Completed(_, outcome) => *outcome,
+            Ending::KeepPending => MessageOutcome::Interrupted,
+        };
+        telemetry::message(outcome);
+        if let Some(task_id) = task_id {
+            telemetry::task_outcome(task_id, outcome.label());
+        }
         let result = match ending {
             // Not a crash (a shutdown, Telegram unreachable): this attempt does not count
             // towards giving up.
             Ending::KeepPending => self.db(move |s| s.forget_attempt(job_id)).await,
-            Ending::Completed(turn) => {
+            Ending::Completed(turn, _) => {
                 self.db(move |s| {
                     s.complete(job_id, turn.as_ref().map(|(u, a)| (u.as_str(), a.as_str())))
                 })
@@ -395,7 +412,7 @@ impl<S: ReplySink> ReplySink for JobSink<S> {
 /// is not retried behind the user's back — they are told and can send it again).
 async fn fail<S: ReplySink>(sink: &mut S, text: &str) -> Ending {
     match sink.notice(text).await {
-        Ok(()) => Ending::Completed(None),
+        Ok(()) => Ending::Completed(None, MessageOutcome::Failed),
         Err(_) => Ending::KeepPending,
     }
 }
@@ -406,7 +423,7 @@ async fn deliver<S: ReplySink>(
     turn: Option<(String, String)>,
 ) -> Ending {
     match sink.finish(shaped).await {
-        Ok(()) => Ending::Completed(turn),
+        Ok(()) => Ending::Completed(turn, MessageOutcome::Answered),
         Err(e) => {
             tracing::warn!("reply not delivered, stays pending: {e:#}");
             Ending::KeepPending

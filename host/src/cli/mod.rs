@@ -85,10 +85,16 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let mut env = Env::from_process();
     let log_format = env.parse("LOG_FORMAT", LogFormat::Pretty, "pretty or json", |_| true);
-    let token = env.get("TELEGRAM_BOT_TOKEN");
+    let secrets: logging::Secrets = [
+        ("TELEGRAM_BOT_TOKEN", "[bot token]"),
+        ("DASHBOARD_TOKEN", "[dashboard token]"),
+    ]
+    .into_iter()
+    .filter_map(|(name, replacement)| Some((env.get(name)?, replacement)))
+    .collect();
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Doctor => {
-            logging::init(log_format, token);
+            logging::init(log_format, secrets);
             return runtime().block_on(doctor::run(env));
         }
         Command::Health => {
@@ -113,7 +119,7 @@ pub fn main() -> ExitCode {
             if let Err(code) = finish_config(env) {
                 return code;
             }
-            logging::init(log_format, token);
+            logging::init(log_format, secrets);
             runtime().block_on(pipeline::run(command, pipeline, &model))
         }
         command @ (Command::Run | Command::Chat) => {
@@ -122,7 +128,7 @@ pub fn main() -> ExitCode {
             if let Err(code) = finish_config(env) {
                 return code;
             }
-            logging::init(log_format, token);
+            logging::init(log_format, secrets);
             let runtime = runtime();
             let outcome = if with_telegram {
                 runtime.block_on(run_until_signal(config))

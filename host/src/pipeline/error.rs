@@ -33,6 +33,21 @@ pub enum FailureKind {
     InvalidSchema(String),
 }
 
+impl FailureKind {
+    /// A short name for the kind, as metrics label it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Timeout(_) => "timeout",
+            Self::MemoryLimit { .. } => "memory",
+            Self::OutputTooLarge { .. } => "output_too_large",
+            Self::Panic { .. } => "panic",
+            Self::Exited { .. } => "exit",
+            Self::Trap(_) => "trap",
+            Self::InvalidSchema(_) => "invalid_schema",
+        }
+    }
+}
+
 /// A stage call that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("pipeline stage '{stage}' {kind}")]

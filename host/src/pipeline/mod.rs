@@ -34,6 +34,7 @@ mod wit;
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 pub use cache::{CompileCache, CompileSource, ContentHash};
 pub use engine::{GuestEngine, MEMORY_SLOTS};
@@ -117,7 +118,10 @@ impl Pipeline {
     ) -> Result<FormatOutcome, StageError> {
         let mut prompt = prompt;
         for stage in self.stages.iter().filter(|s| s.role().formats()) {
-            match stage.format(&self.engine, ctx, &prompt).await? {
+            let started = Instant::now();
+            let outcome = stage.format(&self.engine, ctx, &prompt).await;
+            record_call(stage, Role::Formatter, started, &outcome);
+            match outcome? {
                 Outcome::Prompt(next) => prompt = next,
                 Outcome::Reply(reply) => return Ok(FormatOutcome::Reply { prompt, reply }),
                 Outcome::Reject(reason) => {
@@ -142,8 +146,16 @@ impl Pipeline {
     ) -> Result<Reply, StageError> {
         let mut reply = reply;
         for stage in self.stages.iter().filter(|s| s.role().shapes()) {
-            reply = stage.shape(&self.engine, ctx, prompt, &reply, done).await?;
+            let started = Instant::now();
+            let shaped = stage.shape(&self.engine, ctx, prompt, &reply, done).await;
+            record_call(stage, Role::Shaper, started, &shaped);
+            reply = shaped?;
         }
         Ok(reply)
     }
+}
+
+fn record_call<T>(stage: &Stage, role: Role, started: Instant, result: &Result<T, StageError>) {
+    let failure = result.as_ref().err().map(|e| &e.kind);
+    crate::telemetry::stage_call(&stage.info().name, role, started.elapsed(), failure);
 }

@@ -120,7 +120,8 @@ impl Reloader {
             tracing::error!(
                 trigger,
                 "pipeline reload failed, the old pipeline keeps serving: {e}"
-            )
+            );
+            crate::telemetry::reload(trigger, Err(e.to_string()));
         })?;
         let previous = self
             .current
@@ -137,6 +138,7 @@ impl Reloader {
             took: started.elapsed(),
         };
         tracing::info!(trigger, "{report}");
+        crate::telemetry::reload(trigger, Ok(report.to_string()));
         Ok(report)
     }
 

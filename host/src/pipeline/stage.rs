@@ -36,15 +36,19 @@ impl Role {
     pub fn shapes(self) -> bool {
         matches!(self, Self::Shaper | Self::Both)
     }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Formatter => "formatter",
+            Self::Shaper => "shaper",
+            Self::Both => "formatter+shaper",
+        }
+    }
 }
 
 impl std::fmt::Display for Role {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Formatter => "formatter",
-            Self::Shaper => "shaper",
-            Self::Both => "formatter+shaper",
-        })
+        f.write_str(self.label())
     }
 }
 

@@ -203,19 +203,21 @@ impl<R: Replies> Scheduler<R> {
         let now = clock::unix_ms();
         let listed = tasks
             .into_iter()
-            .map(|t| Listed {
-                id: t.id,
-                kind: t.task.kind,
-                next: zone.format(t.task.next_due_unix_ms, now),
-                recurrence: t
-                    .task
-                    .recurrence()
-                    .and_then(Result::ok)
-                    .map(|r| r.describe()),
-                text: t.task.text,
-            })
+            .map(|t| listed_in(t, &zone, now))
             .collect();
         Ok((listed, zone))
+    }
+
+    /// Every chat's tasks, soonest first, each with its chat id (the dashboard's Tasks page).
+    pub async fn all_tasks(&self) -> Result<Vec<(i64, Listed)>, StoreError> {
+        let tasks = self.store.run(|store| store.all_tasks()).await?;
+        let now = clock::unix_ms();
+        let mut listed = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            let zone = self.zone(task.task.chat_id).await;
+            listed.push((task.task.chat_id, listed_in(task, &zone, now)));
+        }
+        Ok(listed)
     }
 
     /// Cancels the chat's task `id`; false when the chat has none by that id.
@@ -367,6 +369,7 @@ impl<R: Replies> Scheduler<R> {
             self.store
                 .run(move |store| store.move_task(task.id, next))
                 .await?;
+            crate::telemetry::task_outcome(task.id, "skipped: missed");
             let note = format!(
                 "⏰ Skipped “{}” (task {}): it was due {}, while the bot was not running — too long ago to send now.",
                 task.task.text,
@@ -408,6 +411,21 @@ impl<R: Replies> Scheduler<R> {
         );
         self.service.queue_stored(PendingJob::new(job_id, job));
         Ok(())
+    }
+}
+
+/// `task` as `/tasks` and the dashboard list it, its times in `zone`.
+fn listed_in(task: Task, zone: &Zone, now: u64) -> Listed {
+    Listed {
+        id: task.id,
+        kind: task.task.kind,
+        next: zone.format(task.task.next_due_unix_ms, now),
+        recurrence: task
+            .task
+            .recurrence()
+            .and_then(Result::ok)
+            .map(|r| r.describe()),
+        text: task.task.text,
     }
 }
 

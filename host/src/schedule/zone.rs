@@ -60,6 +60,18 @@ impl Zone {
         when.strftime(pattern).to_string()
     }
 
+    /// When the day of `unix_ms` began in this zone (Unix milliseconds).
+    pub fn start_of_day(&self, unix_ms: u64) -> u64 {
+        self.local(unix_ms).start_of_day().map_or(unix_ms, |start| {
+            start.timestamp().as_millisecond().max(0) as u64
+        })
+    }
+
+    /// The time of day of `unix_ms` in this zone: "07:30".
+    pub fn time_of_day(&self, unix_ms: u64) -> String {
+        self.local(unix_ms).strftime("%H:%M").to_string()
+    }
+
     /// The instant in this zone; one past jiff's range (year 9999) is clamped to its end.
     pub(super) fn local(&self, unix_ms: u64) -> jiff::Zoned {
         let ms = i64::try_from(unix_ms).unwrap_or(i64::MAX);

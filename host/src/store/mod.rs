@@ -5,7 +5,8 @@
 //! - `jobs` — messages accepted but not yet answered, and those answered (for dedupe);
 //! - `settings` — per-chat choices (model, time zone) and the Telegram update offset;
 //! - `tasks` — scheduled tasks, and firing them into jobs;
-//! - `kv` — each guest stage's private key-value store, within its quota.
+//! - `kv` — each guest stage's private key-value store, within its quota;
+//! - `chats` — per-chat counts for the dashboard (never content).
 //!
 //! The API is synchronous. [`Store`] is `Send` but not `Sync` (it owns one
 //! `rusqlite::Connection`): the services share it as a [`SharedStore`], which calls it from
@@ -21,6 +22,7 @@
 //! batch to Telegram. A power cut before that only makes Telegram deliver the batch again,
 //! and `enqueue` recognises what it already has.
 
+mod chats;
 mod history;
 mod jobs;
 mod kv;
@@ -29,6 +31,7 @@ mod settings;
 mod shared;
 mod tasks;
 
+pub use chats::ChatCounts;
 pub use kv::KvWrite;
 pub use shared::SharedStore;
 

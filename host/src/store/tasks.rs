@@ -43,6 +43,14 @@ impl Store {
         )
     }
 
+    /// Every chat's tasks, soonest first (the dashboard's Tasks page).
+    pub fn all_tasks(&self) -> Result<Vec<Task>, StoreError> {
+        self.select_tasks(
+            &format!("SELECT {COLUMNS} FROM tasks ORDER BY next_due_unix_ms, id"),
+            [],
+        )
+    }
+
     /// Every task due at `now_unix_ms` or before, most overdue first.
     pub fn due_tasks(&self, now_unix_ms: u64) -> Result<Vec<Task>, StoreError> {
         self.select_tasks(

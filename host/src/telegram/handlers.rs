@@ -431,9 +431,11 @@ fn context(message: &Message) -> ChatContext {
 
 /// A short plain reply to `message`.
 async fn answer(bot: &Bot, message: &Message, text: String) -> anyhow::Result<()> {
-    bot.send_message(message.chat.id, text)
+    let sent = bot
+        .send_message(message.chat.id, text)
         .reply_parameters(ReplyParameters::new(message.id).allow_sending_without_reply())
-        .await
+        .await;
+    super::observed("sendMessage", sent)
         .map_err(|e| anyhow::anyhow!("{}", super::redact(&e.to_string(), bot)))?;
     Ok(())
 }

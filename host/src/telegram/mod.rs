@@ -56,7 +56,7 @@ pub async fn identify(bot: &Bot, shutdown: &CancellationToken) -> anyhow::Result
     let mut attempt = 0;
     loop {
         let result = tokio::select! {
-            r = bot.get_me() => r,
+            r = bot.get_me() => observed("getMe", r),
             () = shutdown.cancelled() => return Ok(None),
         };
         match result {
@@ -84,7 +84,11 @@ pub async fn identify(bot: &Bot, shutdown: &CancellationToken) -> anyhow::Result
 
 /// Shows the commands in Telegram's menu.
 pub async fn register_commands(bot: &Bot) {
-    if let Err(e) = bot.set_my_commands(Command::bot_commands()).await {
+    let result = observed(
+        "setMyCommands",
+        bot.set_my_commands(Command::bot_commands()).await,
+    );
+    if let Err(e) = result {
         tracing::warn!(
             "cannot register the bot's commands: {}",
             redact(&e.to_string(), bot)
@@ -95,7 +99,7 @@ pub async fn register_commands(bot: &Bot) {
 /// Sends `text` to every admin (in their private chat with the bot).
 pub async fn tell_admins(bot: &Bot, admins: &std::collections::BTreeSet<i64>, text: &str) {
     for &admin in admins {
-        if let Err(e) = bot.send_message(ChatId(admin), text).await {
+        if let Err(e) = observed("sendMessage", bot.send_message(ChatId(admin), text).await) {
             tracing::warn!(
                 admin,
                 "cannot message an admin: {}",
@@ -144,7 +148,7 @@ pub async fn poll(
             .timeout(POLL_TIMEOUT_SECS)
             .allowed_updates(vec![AllowedUpdate::Message]);
         let result = tokio::select! {
-            r = request.send() => r,
+            r = request.send() => observed("getUpdates", r),
             () = shutdown.cancelled() => break,
         };
         heartbeat.beat(result.is_ok());
@@ -211,6 +215,12 @@ pub async fn poll(
     // holding up the shutdown for when Telegram is unreachable.
     let confirm = bot.get_updates().offset(offset).timeout(0).limit(1).send();
     let _ = tokio::time::timeout(CONFIRM_ON_SHUTDOWN, confirm).await;
+}
+
+/// `result`, counted as a request to `method` for `/metrics`.
+pub(crate) fn observed<T, E>(method: &'static str, result: Result<T, E>) -> Result<T, E> {
+    crate::telemetry::telegram_request(method, &result);
+    result
 }
 
 /// Waits between retries: 2, 4, 8, 16, then 30 seconds.

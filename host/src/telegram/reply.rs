@@ -114,7 +114,7 @@ impl TelegramReply {
             Some(sent) => {
                 let mut edit = self.bot.edit_message_text(self.chat, sent.id, text);
                 edit.parse_mode = parse_mode;
-                match edit.await {
+                match super::observed("editMessageText", edit.await) {
                     Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => {}
                     Err(e) => return Err(e),
                 }
@@ -131,7 +131,7 @@ impl TelegramReply {
                         .reply_to
                         .map(|id| ReplyParameters::new(id).allow_sending_without_reply());
                 }
-                let message = send.await?;
+                let message = super::observed("sendMessage", send.await)?;
                 self.sent.push(Sent {
                     id: message.id,
                     text: text.to_owned(),
@@ -174,11 +174,11 @@ impl TelegramReply {
 
 impl ReplySink for TelegramReply {
     async fn working(&mut self) {
-        if let Err(e) = self
+        let result = self
             .bot
             .send_chat_action(self.chat, ChatAction::Typing)
-            .await
-        {
+            .await;
+        if let Err(e) = super::observed("sendChatAction", result) {
             tracing::debug!(
                 "typing indicator failed: {}",
                 redact(&e.to_string(), &self.bot)
