@@ -86,6 +86,14 @@ memory BEFORE="":
 bench-tasks:
     cargo bench -p pi-agent-tests --bench tasks
 
+# What the dashboard costs: idle RSS with it off and on, and ns per recorded metric
+bench-dashboard:
+    cargo bench -p pi-agent-tests --bench dashboard
+
+# First-token latency the host adds on the OpenAI path vs the Ollama path, against the fakes
+bench-llm:
+    cargo bench -p pi-agent-tests --bench llm
+
 # What CI runs
 ci: check lint test
 

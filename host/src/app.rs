@@ -1,4 +1,4 @@
-//! Assembles the bot from its parts — pipeline, Ollama client, store, chat service,
+//! Assembles the bot from its parts — pipeline, LLM backend, store, chat service,
 //! scheduler, Telegram, dashboard — and runs it until shutdown.
 
 use std::path::PathBuf;
@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::chat::{ChatService, Replies};
 use crate::config::{Config, PipelineConfig};
 use crate::health::Heartbeat;
-use crate::llm::{LlmBackend, OllamaClient};
+use crate::llm;
 use crate::memory;
 use crate::pipeline::Pipeline;
 use crate::pipeline::Reloader;
@@ -32,7 +32,7 @@ pub async fn load_pipeline(
     Ok(Reloader::start(config).await?.pipeline().load_full())
 }
 
-/// Everything but the Telegram side — the (reloadable) pipeline, Ollama, the store and the
+/// Everything but the Telegram side — the (reloadable) pipeline, the LLM backend, the store and the
 /// chat service: what `run` and the terminal `chat` share.
 pub async fn service<R: Replies>(
     config: &Config,
@@ -42,16 +42,15 @@ pub async fn service<R: Replies>(
     for stage in reloader.pipeline().load().stages() {
         tracing::info!(stage = %stage.name, role = %stage.role, hash = %stage.hash.short(), load = ?stage.load_time, "stage loaded");
     }
-    let llm = Arc::new(
-        OllamaClient::new(config.llm.ollama.clone())
-            .context("cannot create the HTTP client for Ollama")?,
-    );
-    // Not fatal: Ollama may still be starting (or restarting); messages wait for it.
-    match llm.check_model(&config.llm.model).await {
+    let llm = llm::connect(&config.llm).context("cannot create the HTTP client for the LLM")?;
+    // Not fatal: the server may still be starting (or restarting); messages wait for it,
+    // or go to the fallback.
+    let model = &config.llm.primary.model;
+    match llm.check_model(model).await {
         Ok(()) => {
-            tracing::info!(model = %config.llm.model, url = %config.llm.ollama.base_url, "Ollama is up and has the model")
+            tracing::info!(%model, serving = %llm.serving(), "the LLM server is up and has the model")
         }
-        Err(e) => tracing::warn!("Ollama check failed: {e}"),
+        Err(e) => tracing::warn!(serving = %llm.serving(), "LLM check failed: {e}"),
     }
     let store = SharedStore::new(Store::open(&config.database())?);
     let service = ChatService::new(

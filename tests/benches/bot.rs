@@ -86,7 +86,7 @@ async fn main() {
     let mut hwm_reset_works = true;
     for round in 1..=ROUNDS {
         let reply = reply_text(round);
-        h.ollama.set_default_script(
+        h.llm.set_default_script(
             Script::reply(reply.clone())
                 .with_load_delay(LOAD_DELAY)
                 .with_token_delay(TOKEN_DELAY),

@@ -71,8 +71,7 @@ async fn measure(binary: &'static str) -> Vec<u64> {
     let guests_dir = h.scratch.path().join("guests");
     let manifest = own_guests_manifest(&h.scratch, &guests_dir);
     h.use_manifest(manifest);
-    h.ollama
-        .set_default_script(Script::reply("Fine, **thanks**."));
+    h.llm.set_default_script(Script::reply("Fine, **thanks**."));
 
     let cold = {
         let bot = start(&mut h, &[]).await;

@@ -7,7 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use crate::Scratch;
-use crate::fake_ollama::FakeOllama;
+use crate::fake_llm::{Backend, FakeLlm};
 use crate::fake_telegram::{FakeTelegram, SentMessage};
 
 /// A token of the right shape; no test output may ever contain it.
@@ -26,7 +26,8 @@ pub struct Harness {
     /// The `pi-agent` binary (integration tests pass `env!("CARGO_BIN_EXE_pi-agent-cli")`).
     binary: &'static str,
     pub telegram: FakeTelegram,
-    pub ollama: FakeOllama,
+    /// The model server: the fake Ollama unless started with another backend.
+    pub llm: FakeLlm,
     pub scratch: Scratch,
     manifest: PathBuf,
     started: usize,
@@ -34,12 +35,17 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(binary: &'static str) -> Self {
+        Self::with_backend(binary, Backend::Ollama).await
+    }
+
+    /// A harness whose bots talk to a fake server of `backend`'s API.
+    pub async fn with_backend(binary: &'static str, backend: Backend) -> Self {
         let scratch = Scratch::default();
         let manifest = scratch.default_manifest();
         Self {
             binary,
             telegram: FakeTelegram::start(TOKEN).await,
-            ollama: FakeOllama::start().await,
+            llm: FakeLlm::start(backend).await,
             scratch,
             manifest,
             started: 0,
@@ -80,7 +86,7 @@ impl Harness {
             .env("TELEGRAM_API_URL", self.telegram.url().as_str())
             .env("TELEGRAM_ALLOWED_USERS", FRIEND.to_string())
             .env("TELEGRAM_ADMIN_USERS", OWNER.to_string())
-            .env("OLLAMA_URL", self.ollama.url())
+            .envs(self.llm.env())
             .env("PIPELINE_MANIFEST", &self.manifest)
             .env("DATA_DIR", self.scratch.path().join("data"))
             .env("STREAM_EDIT_INTERVAL_MS", "200")
@@ -166,6 +172,20 @@ impl RunningBot {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The base URL (`http://127.0.0.1:PORT`) of this bot's dashboard, once it logged it.
+    pub async fn dashboard_url(&self) -> String {
+        let started = std::time::Instant::now();
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(at) = log.find("dashboard on http://") {
+                let rest = &log[at + "dashboard on ".len()..];
+                return rest.split('/').take(3).collect::<Vec<_>>().join("/");
+            }
+            assert!(started.elapsed() < PATIENCE, "no dashboard; log:\n{log}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// SIGTERM, then waits for the exit.

@@ -111,6 +111,31 @@ impl Script {
         self.token_delay = delay;
         self
     }
+
+    /// The same answer from the fake OpenAI-compatible server: a status's Ollama body
+    /// becomes its error text; the load delay, the wait before the first token.
+    pub fn for_openai(&self) -> crate::fake_openai::Script {
+        use crate::fake_openai::Script as OpenAi;
+        let script = match &self.kind {
+            Kind::Reply(Some(text)) => OpenAi::reply(text.clone()),
+            Kind::Reply(None) => OpenAi::echo(),
+            Kind::ErrorMidStream {
+                after_tokens,
+                message,
+            } => OpenAi::error_mid_stream(*after_tokens, message.clone()),
+            Kind::Stall { after_tokens } => OpenAi::stall(*after_tokens),
+            Kind::Status { code, body } => {
+                let message = serde_json::from_str::<Value>(body)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| body.clone());
+                OpenAi::status(*code, message)
+            }
+        };
+        script
+            .with_token_delay(self.token_delay)
+            .with_first_token_delay(self.load_delay)
+    }
 }
 
 /// A running fake Ollama; stops listening when dropped.

@@ -7,8 +7,10 @@ use pi_agent::pipeline::{CompileCache, GuestEngine, KvDatabase, Pipeline, StageL
 
 pub mod bot;
 pub mod fake_calendar;
+pub mod fake_llm;
 pub mod fake_news;
 pub mod fake_ollama;
+pub mod fake_openai;
 pub mod fake_telegram;
 pub mod fake_weather;
 pub mod proc_stats;

@@ -1,16 +1,19 @@
 //! End to end: the real `pi-agent run` with the real default guests, against a fake
-//! Telegram Bot API and a fake Ollama on loopback.
+//! Telegram Bot API and a fake model server on loopback — every test twice, once against the
+//! fake Ollama (`ollama::…`) and once against the fake OpenAI-compatible server
+//! (`openai::…`), except `doctor`'s, which checks Ollama by name.
 
 use std::time::{Duration, Instant};
 
 use pi_agent::chat::MAX_ATTEMPTS;
 use pi_agent_tests::bot::{FRIEND, Harness, OWNER, PATIENCE, RunningBot, STRANGER, TOKEN};
+use pi_agent_tests::fake_llm::Backend;
 use pi_agent_tests::fake_ollama::{Script, unused_url};
 use pi_agent_tests::fake_telegram::{Failure, SentMessage, validate_html};
 use pi_agent_tests::guests;
 
-async fn harness() -> Harness {
-    Harness::start(env!("CARGO_BIN_EXE_pi-agent-cli")).await
+async fn harness(backend: Backend) -> Harness {
+    Harness::with_backend(env!("CARGO_BIN_EXE_pi-agent-cli"), backend).await
 }
 
 fn user_messages(request: &serde_json::Value) -> Vec<String> {
@@ -22,10 +25,9 @@ fn user_messages(request: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_streamed_reply_arrives_shaped_as_html() {
-    let mut h = harness().await;
-    h.ollama.push_script(
+async fn a_streamed_reply_arrives_shaped_as_html(backend: Backend) {
+    let mut h = harness(backend).await;
+    h.llm.push_script(
         Script::reply("**Hello** from <the> Pi & co. ".repeat(6))
             .with_token_delay(Duration::from_millis(40)),
     );
@@ -60,16 +62,15 @@ async fn a_streamed_reply_arrives_shaped_as_html() {
         ]
     );
     // The prompt went through the persona guest: system prompt folded into the user turn.
-    let request = &h.ollama.chat_requests()[0];
+    let request = &h.llm.chat_requests()[0];
     assert!(
         user_messages(request)[0].starts_with("You are a concise, friendly assistant"),
         "{request}"
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_stranger_gets_only_their_id() {
-    let mut h = harness().await;
+async fn a_stranger_gets_only_their_id(backend: Backend) {
+    let mut h = harness(backend).await;
     let _bot = h.bot(&[]);
     h.telegram.push_message(STRANGER, STRANGER, "let me in");
     let reply = h.wait_for_message(STRANGER, |_| true).await;
@@ -86,22 +87,21 @@ async fn a_stranger_gets_only_their_id() {
         1,
         "told once, then ignored"
     );
-    assert_eq!(h.ollama.chat_count(), 0, "strangers never reach the LLM");
+    assert_eq!(h.llm.chat_count(), 0, "strangers never reach the LLM");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn reset_forgets_the_history() {
-    let mut h = harness().await;
+async fn reset_forgets_the_history(backend: Backend) {
+    let mut h = harness(backend).await;
     let _bot = h.bot(&[]);
-    h.ollama.push_script(Script::reply("first answer"));
+    h.llm.push_script(Script::reply("first answer"));
     h.telegram.push_message(FRIEND, FRIEND, "first question");
     h.wait_for_message(FRIEND, |m| m.visible_text == "first answer")
         .await;
-    h.ollama.push_script(Script::reply("second answer"));
+    h.llm.push_script(Script::reply("second answer"));
     h.telegram.push_message(FRIEND, FRIEND, "second question");
     h.wait_for_message(FRIEND, |m| m.visible_text == "second answer")
         .await;
-    let with_history = user_messages(&h.ollama.chat_requests()[1]);
+    let with_history = user_messages(&h.llm.chat_requests()[1]);
     assert_eq!(
         with_history.len(),
         3,
@@ -111,20 +111,18 @@ async fn reset_forgets_the_history() {
     h.telegram.push_message(FRIEND, FRIEND, "/reset");
     h.wait_for_message(FRIEND, |m| m.text.contains("forgotten"))
         .await;
-    h.ollama.push_script(Script::reply("third answer"));
+    h.llm.push_script(Script::reply("third answer"));
     h.telegram.push_message(FRIEND, FRIEND, "third question");
     h.wait_for_message(FRIEND, |m| m.visible_text == "third answer")
         .await;
-    let after_reset = user_messages(&h.ollama.chat_requests()[2]);
+    let after_reset = user_messages(&h.llm.chat_requests()[2]);
     assert_eq!(after_reset.len(), 1, "{after_reset:?}");
     assert!(after_reset[0].ends_with("third question"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn model_lists_and_switches_per_chat() {
-    let mut h = harness().await;
-    h.ollama
-        .set_installed_models(&["gemma2:2b", "qwen2.5:1.5b"]);
+async fn model_lists_and_switches_per_chat(backend: Backend) {
+    let mut h = harness(backend).await;
+    h.llm.set_installed_models(&["gemma2:2b", "qwen2.5:1.5b"]);
     let _bot = h.bot(&[]);
     h.telegram.push_message(FRIEND, FRIEND, "/model");
     h.wait_for_message(FRIEND, |m| {
@@ -141,18 +139,17 @@ async fn model_lists_and_switches_per_chat() {
     h.telegram.push_message(FRIEND, FRIEND, "which model?");
     h.wait_for_message(FRIEND, |m| m.visible_text.ends_with("which model?"))
         .await;
-    assert_eq!(h.ollama.chat_requests()[0]["model"], "qwen2.5:1.5b");
+    assert_eq!(h.llm.chat_requests()[0]["model"], "qwen2.5:1.5b");
     // Another chat keeps the default.
     h.telegram.push_message(OWNER, OWNER, "and here?");
     h.wait_for_message(OWNER, |m| m.visible_text.ends_with("and here?"))
         .await;
-    assert_eq!(h.ollama.chat_requests()[1]["model"], "gemma2:2b");
+    assert_eq!(h.llm.chat_requests()[1]["model"], "gemma2:2b");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn stop_cancels_the_running_generation() {
-    let mut h = harness().await;
-    h.ollama.push_script(
+async fn stop_cancels_the_running_generation(backend: Backend) {
+    let mut h = harness(backend).await;
+    h.llm.push_script(
         Script::reply("word ".repeat(400)).with_token_delay(Duration::from_millis(50)),
     );
     let _bot = h.bot(&[]);
@@ -164,7 +161,7 @@ async fn stop_cancels_the_running_generation() {
     h.wait_for_message(FRIEND, |m| m.text.contains("Stopped"))
         .await;
     assert!(
-        h.ollama.wait_for_cancelled(1, PATIENCE).await,
+        h.llm.wait_for_cancelled(1, PATIENCE).await,
         "Ollama saw the stream closed"
     );
     let partial = &h.telegram.sent_messages(FRIEND)[0];
@@ -174,14 +171,13 @@ async fn stop_cancels_the_running_generation() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_10000_character_reply_is_split() {
-    let mut h = harness().await;
+async fn a_10000_character_reply_is_split(backend: Backend) {
+    let mut h = harness(backend).await;
     let paragraph =
         "This sentence is part of a very long answer about the Raspberry Pi. ".repeat(15);
     let reply: String = (0..10).map(|i| format!("{i} {paragraph}\n\n")).collect();
     assert!(reply.len() > 10_000);
-    h.ollama.push_script(Script::reply(reply.clone()));
+    h.llm.push_script(Script::reply(reply.clone()));
     let _bot = h.bot(&[]);
     h.telegram
         .push_message(FRIEND, FRIEND, "tell me everything");
@@ -209,10 +205,9 @@ async fn a_10000_character_reply_is_split() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rejected_html_is_resent_as_plain_text() {
-    let mut h = harness().await;
-    h.ollama.push_script(Script::reply("**bold** and `code`"));
+async fn rejected_html_is_resent_as_plain_text(backend: Backend) {
+    let mut h = harness(backend).await;
+    h.llm.push_script(Script::reply("**bold** and `code`"));
     let _bot = h.bot(&[]);
     h.telegram.fail_next(
         "sendMessage",
@@ -226,10 +221,9 @@ async fn rejected_html_is_resent_as_plain_text() {
     assert!(h.logs().contains("rejected the HTML"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_429_on_an_edit_is_waited_out() {
-    let mut h = harness().await;
-    h.ollama
+async fn a_429_on_an_edit_is_waited_out(backend: Backend) {
+    let mut h = harness(backend).await;
+    h.llm
         .push_script(Script::reply("tick ".repeat(60)).with_token_delay(Duration::from_millis(30)));
     let _bot = h.bot(&[]);
     h.telegram.fail_next(
@@ -251,11 +245,10 @@ async fn a_429_on_an_edit_is_waited_out() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn ollama_down_is_explained_and_the_bot_keeps_serving() {
-    let mut h = harness().await;
+async fn the_model_server_down_is_explained_and_the_bot_keeps_serving(backend: Backend) {
+    let mut h = harness(backend).await;
     let url = unused_url();
-    let _bot = h.bot(&[("OLLAMA_URL", &url)]);
+    let _bot = h.bot(&[(h.llm.url_variable(), &url)]);
     h.telegram.push_message(FRIEND, FRIEND, "hello?");
     h.wait_for_message(FRIEND, |m| m.text.contains("not reachable"))
         .await;
@@ -264,14 +257,13 @@ async fn ollama_down_is_explained_and_the_bot_keeps_serving() {
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_error_mid_stream_and_a_stall_are_explained_and_the_bot_keeps_serving() {
-    let mut h = harness().await;
-    h.ollama.push_script(Script::error_mid_stream(
+async fn an_error_mid_stream_and_a_stall_are_explained_and_the_bot_keeps_serving(backend: Backend) {
+    let mut h = harness(backend).await;
+    h.llm.push_script(Script::error_mid_stream(
         3,
         "llama runner process has terminated",
     ));
-    h.ollama.push_script(Script::stall(2));
+    h.llm.push_script(Script::stall(2));
     let _bot = h.bot(&[("OLLAMA_IDLE_TIMEOUT_SECS", "1")]);
     h.telegram.push_message(FRIEND, FRIEND, "one");
     h.wait_for_message(FRIEND, |m| {
@@ -280,7 +272,7 @@ async fn an_error_mid_stream_and_a_stall_are_explained_and_the_bot_keeps_serving
     .await;
     h.telegram.push_message(FRIEND, FRIEND, "two");
     h.wait_for_message(FRIEND, |m| {
-        m.text.contains("Ollama stopped answering for 1s")
+        m.text.contains("the model server stopped answering for 1s")
     })
     .await;
     h.telegram.push_message(FRIEND, FRIEND, "three");
@@ -288,9 +280,8 @@ async fn an_error_mid_stream_and_a_stall_are_explained_and_the_bot_keeps_serving
         .await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn groups_are_answered_only_when_addressed() {
-    let mut h = harness().await;
+async fn groups_are_answered_only_when_addressed(backend: Backend) {
+    let mut h = harness(backend).await;
     let _bot = h.bot(&[]);
     let group = -4242;
     h.telegram
@@ -306,18 +297,13 @@ async fn groups_are_answered_only_when_addressed() {
         reply.visible_text
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        h.ollama.chat_count(),
-        1,
-        "the unaddressed message was ignored"
-    );
+    assert_eq!(h.llm.chat_count(), 1, "the unaddressed message was ignored");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn pending_messages_survive_kill_9_and_are_answered_once() {
-    let mut h = harness().await;
+async fn pending_messages_survive_kill_9_and_are_answered_once(backend: Backend) {
+    let mut h = harness(backend).await;
     // The first run's model never answers: everything it accepted stays pending.
-    h.ollama
+    h.llm
         .set_default_script(Script::reply("late").with_load_delay(Duration::from_secs(600)));
     let mut first = h.bot(&[]);
     let ids: Vec<i32> = ["one", "two", "three"]
@@ -327,7 +313,7 @@ async fn pending_messages_survive_kill_9_and_are_answered_once() {
     h.wait_until_acknowledged().await;
     first.kill();
 
-    h.ollama.set_default_script(Script::echo());
+    h.llm.set_default_script(Script::echo());
     let _second = h.bot(&[]);
     for text in ["one", "two", "three"] {
         h.wait_for_message(FRIEND, |m| {
@@ -350,9 +336,8 @@ async fn pending_messages_survive_kill_9_and_are_answered_once() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_exits_cleanly() {
-    let mut h = harness().await;
+async fn sigterm_exits_cleanly(backend: Backend) {
+    let mut h = harness(backend).await;
     let mut bot = h.bot(&[]);
     h.telegram.push_message(FRIEND, FRIEND, "/help");
     h.wait_for_message(FRIEND, |_| true).await;
@@ -360,8 +345,7 @@ async fn sigterm_exits_cleanly() {
     assert!(h.logs().contains("stopped"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn health_reports_whether_the_polling_loop_runs() {
+async fn health_reports_whether_the_polling_loop_runs(backend: Backend) {
     async fn health(h: &Harness) -> (bool, String) {
         let output = tokio::process::Command::from(h.command("health", &[]))
             .output()
@@ -371,7 +355,7 @@ async fn health_reports_whether_the_polling_loop_runs() {
             + &String::from_utf8_lossy(&output.stderr);
         (output.status.success(), text)
     }
-    let mut h = harness().await;
+    let mut h = harness(backend).await;
     let (healthy, text) = health(&h).await;
     assert!(!healthy, "no bot has run yet: {text}");
     assert!(text.contains("no heartbeat"), "{text}");
@@ -384,9 +368,8 @@ async fn health_reports_whether_the_polling_loop_runs() {
     assert!(text.starts_with("ok: polling loop alive"), "{text}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_token_never_reaches_the_log() {
-    let mut h = harness().await;
+async fn the_token_never_reaches_the_log(backend: Backend) {
+    let mut h = harness(backend).await;
     // Debug logging of every library, and a network error whose text carries the request URL.
     let _bot = h.bot(&[("RUST_LOG", "debug")]);
     h.telegram.fail_next("getUpdates", Failure::Drop);
@@ -404,10 +387,9 @@ async fn the_token_never_reaches_the_log() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_busy_bot_tells_the_queue_position_and_refuses_politely_when_full() {
-    let mut h = harness().await;
-    h.ollama.set_default_script(
+async fn a_busy_bot_tells_the_queue_position_and_refuses_politely_when_full(backend: Backend) {
+    let mut h = harness(backend).await;
+    h.llm.set_default_script(
         Script::reply("slow answer").with_load_delay(Duration::from_millis(1500)),
     );
     let _bot = h.bot(&[("QUEUE_CAPACITY", "1")]);
@@ -428,7 +410,7 @@ async fn a_busy_bot_tells_the_queue_position_and_refuses_politely_when_full() {
     h.wait_for_message(OWNER, |m| m.visible_text == "slow answer")
         .await;
     assert_eq!(
-        h.ollama.chat_count(),
+        h.llm.chat_count(),
         2,
         "the refused message never reached the LLM"
     );
@@ -436,7 +418,7 @@ async fn a_busy_bot_tells_the_queue_position_and_refuses_politely_when_full() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn doctor_checks_everything_and_names_the_fix() {
-    let h = harness().await;
+    let h = harness(Backend::Ollama).await;
     let output = tokio::process::Command::from(h.command("doctor", &[]))
         .output()
         .await
@@ -481,10 +463,9 @@ async fn doctor_checks_everything_and_names_the_fix() {
     assert!(!stdout.contains(TOKEN));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn chat_in_the_terminal_uses_the_same_pipeline_and_ollama() {
-    let h = harness().await;
-    h.ollama.push_script(Script::reply("**Hi** there"));
+async fn chat_in_the_terminal_uses_the_same_pipeline_and_model_server(backend: Backend) {
+    let h = harness(backend).await;
+    h.llm.push_script(Script::reply("**Hi** there"));
     let mut command =
         tokio::process::Command::from(h.command("chat", &[("TELEGRAM_BOT_TOKEN", "")]));
     command
@@ -511,7 +492,7 @@ async fn chat_in_the_terminal_uses_the_same_pipeline_and_ollama() {
         stdout.contains("> Hi there"),
         "the shaped reply, as plain text: {stdout}"
     );
-    assert!(user_messages(&h.ollama.chat_requests()[0])[0].ends_with("hello"));
+    assert!(user_messages(&h.llm.chat_requests()[0])[0].ends_with("hello"));
 }
 
 /// Waits until chat `chat` has more than `seen` messages and the newest satisfies
@@ -533,9 +514,8 @@ async fn next_message(
     (reply, since.elapsed())
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn hostile_guests_cost_only_their_own_message_and_the_bot_keeps_serving() {
-    let mut h = harness().await;
+async fn hostile_guests_cost_only_their_own_message_and_the_bot_keeps_serving(backend: Backend) {
+    let mut h = harness(backend).await;
     let manifest = h.scratch.manifest(&format!(
         "[[stage]]\nname = \"hostile\"\nguest = {:?}\nmemory_limit_mib = 32\ntimeout_ms = 500\n\
          [[stage]]\nname = \"telegram-html\"\nguest = {:?}\n",
@@ -563,7 +543,7 @@ async fn hostile_guests_cost_only_their_own_message_and_the_bot_keeps_serving() 
         ("shape", Some("sleep-loop"), timeout),
     ] {
         if let Some(reply) = llm_reply {
-            h.ollama.push_script(Script::reply(reply));
+            h.llm.push_script(Script::reply(reply));
         }
         let label = llm_reply.map_or(command.to_owned(), |r| format!("{command} → {r}"));
         let log_before = log_size(&bot);
@@ -611,11 +591,10 @@ async fn hostile_guests_cost_only_their_own_message_and_the_bot_keeps_serving() 
     println!("{}", report.join("\n"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_message_that_keeps_killing_the_bot_is_given_up_after_max_attempts() {
-    let mut h = harness().await;
+async fn a_message_that_keeps_killing_the_bot_is_given_up_after_max_attempts(backend: Backend) {
+    let mut h = harness(backend).await;
     // Ollama never answers: each run is killed in the middle of the message.
-    h.ollama.set_default_script(Script::stall(0));
+    h.llm.set_default_script(Script::stall(0));
     // The owner has talked to the bot (Telegram lets a bot write only to those who did).
     h.telegram.push_message(OWNER, OWNER, "/help");
     h.telegram
@@ -624,7 +603,7 @@ async fn a_message_that_keeps_killing_the_bot_is_given_up_after_max_attempts() {
         let mut bot = h.bot(&[]);
         let asked = h
             .telegram
-            .wait_for(|_| h.ollama.chat_count() == attempt, PATIENCE)
+            .wait_for(|_| h.llm.chat_count() == attempt, PATIENCE)
             .await;
         assert!(
             asked,
@@ -633,7 +612,7 @@ async fn a_message_that_keeps_killing_the_bot_is_given_up_after_max_attempts() {
         );
         bot.kill();
     }
-    h.ollama.set_default_script(Script::echo());
+    h.llm.set_default_script(Script::echo());
     let _bot = h.bot(&[]);
     h.wait_for_message(FRIEND, |m| m.text.contains("could not be processed"))
         .await;
@@ -645,7 +624,7 @@ async fn a_message_that_keeps_killing_the_bot_is_given_up_after_max_attempts() {
     h.wait_for_message(FRIEND, |m| m.visible_text.ends_with("and this one?"))
         .await;
     assert_eq!(
-        h.ollama.chat_count(),
+        h.llm.chat_count(),
         MAX_ATTEMPTS as usize + 1,
         "the given-up message was not run again"
     );
@@ -667,9 +646,8 @@ async fn a_message_that_keeps_killing_the_bot_is_given_up_after_max_attempts() {
 
 /// SIGTERM while the polling loop waits out a 429 (Telegram asked for 10 minutes): the
 /// bot stops at once instead of sleeping through it.
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_ends_the_wait_after_a_429_on_polling() {
-    let mut h = harness().await;
+async fn sigterm_ends_the_wait_after_a_429_on_polling(backend: Backend) {
+    let mut h = harness(backend).await;
     h.telegram.fail_next(
         "getUpdates",
         Failure::TooManyRequests {
@@ -693,9 +671,8 @@ async fn sigterm_ends_the_wait_after_a_429_on_polling() {
 /// SIGTERM while a reply waits out a 429 on its delivery: the grace period
 /// (`SHUTDOWN_GRACE_SECS` = 5 here) and a moment more, then the bot exits and the message
 /// stays pending for the next start.
-#[tokio::test(flavor = "multi_thread")]
-async fn sigterm_ends_a_delivery_waiting_out_a_429_after_the_grace_period() {
-    let mut h = harness().await;
+async fn sigterm_ends_a_delivery_waiting_out_a_429_after_the_grace_period(backend: Backend) {
+    let mut h = harness(backend).await;
     let mut bot = h.bot(&[]);
     h.wait_until_polling().await;
     h.telegram.fail_next(
@@ -733,11 +710,10 @@ fn with_weather(h: &Harness, weather_url: &str) -> std::path::PathBuf {
     ))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_weather_tool_puts_the_forecast_in_the_prompt_and_fails_soft() {
+async fn the_weather_tool_puts_the_forecast_in_the_prompt_and_fails_soft(backend: Backend) {
     use pi_agent_tests::fake_weather::FakeWeather;
 
-    let mut h = harness().await;
+    let mut h = harness(backend).await;
     let weather = FakeWeather::start().await;
     h.use_manifest(with_weather(&h, &weather.url()));
     let _bot = h.bot(&[]);
@@ -748,7 +724,7 @@ async fn the_weather_tool_puts_the_forecast_in_the_prompt_and_fails_soft() {
         m.visible_text.contains("Weather data for Berlin")
     })
     .await;
-    let asked = user_messages(&h.ollama.chat_requests()[0]).join("\n");
+    let asked = user_messages(&h.llm.chat_requests()[0]).join("\n");
     assert!(
         asked.contains("Will it rain in Berlin tomorrow?")
             && asked.contains("now 4 °C, overcast")
@@ -776,7 +752,7 @@ async fn the_weather_tool_puts_the_forecast_in_the_prompt_and_fails_soft() {
         m.visible_text.ends_with("How is the weather now?")
     })
     .await;
-    let asked = user_messages(h.ollama.chat_requests().last().unwrap());
+    let asked = user_messages(h.llm.chat_requests().last().unwrap());
     assert_eq!(
         asked.last().unwrap(),
         "How is the weather now?",
@@ -790,9 +766,8 @@ async fn the_weather_tool_puts_the_forecast_in_the_prompt_and_fails_soft() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_refused_request_costs_the_guest_its_data_not_the_user_an_answer() {
-    let mut h = harness().await;
+async fn a_refused_request_costs_the_guest_its_data_not_the_user_an_answer(backend: Backend) {
+    let mut h = harness(backend).await;
     let manifest = h.scratch.manifest(&format!(
         "[[stage]]\nname = \"hostile\"\nguest = {:?}\ntimeout_ms = 2000\n",
         guests::HOSTILE
@@ -820,3 +795,49 @@ async fn a_refused_request_costs_the_guest_its_data_not_the_user_an_answer() {
         "the query string reached the log: {logs}"
     );
 }
+
+/// Runs each test against both backends, as `ollama::<name>` and `openai::<name>`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod ollama {
+            use super::Backend;
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                super::$name(Backend::Ollama).await
+            })*
+        }
+        mod openai {
+            use super::Backend;
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() {
+                super::$name(Backend::OpenAi).await
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_streamed_reply_arrives_shaped_as_html,
+    a_stranger_gets_only_their_id,
+    reset_forgets_the_history,
+    model_lists_and_switches_per_chat,
+    stop_cancels_the_running_generation,
+    a_10000_character_reply_is_split,
+    rejected_html_is_resent_as_plain_text,
+    a_429_on_an_edit_is_waited_out,
+    the_model_server_down_is_explained_and_the_bot_keeps_serving,
+    an_error_mid_stream_and_a_stall_are_explained_and_the_bot_keeps_serving,
+    groups_are_answered_only_when_addressed,
+    pending_messages_survive_kill_9_and_are_answered_once,
+    sigterm_exits_cleanly,
+    health_reports_whether_the_polling_loop_runs,
+    the_token_never_reaches_the_log,
+    a_busy_bot_tells_the_queue_position_and_refuses_politely_when_full,
+    chat_in_the_terminal_uses_the_same_pipeline_and_model_server,
+    hostile_guests_cost_only_their_own_message_and_the_bot_keeps_serving,
+    a_message_that_keeps_killing_the_bot_is_given_up_after_max_attempts,
+    sigterm_ends_the_wait_after_a_429_on_polling,
+    sigterm_ends_a_delivery_waiting_out_a_429_after_the_grace_period,
+    the_weather_tool_puts_the_forecast_in_the_prompt_and_fails_soft,
+    a_refused_request_costs_the_guest_its_data_not_the_user_an_answer,
+);

@@ -17,17 +17,8 @@ async fn bot_with_dashboard(h: &mut Harness) -> (RunningBot, String) {
         ("DASHBOARD_ADDR", "127.0.0.1:0"),
         ("DASHBOARD_TOKEN", DASHBOARD_TOKEN),
     ]);
-    let started = Instant::now();
-    loop {
-        let logs = h.logs();
-        if let Some(at) = logs.find("dashboard on http://") {
-            let rest = &logs[at + "dashboard on ".len()..];
-            let url = rest.split('/').take(3).collect::<Vec<_>>().join("/");
-            return (bot, url);
-        }
-        assert!(started.elapsed() < PATIENCE, "no dashboard; log:\n{logs}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let url = bot.dashboard_url().await;
+    (bot, url)
 }
 
 fn client() -> reqwest::Client {
@@ -195,7 +186,7 @@ async fn scrape(base: &str) -> prometheus_parse::Scrape {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_parse_and_count_a_message_that_the_live_log_shows() {
     let mut h = Harness::start(env!("CARGO_BIN_EXE_pi-agent-cli")).await;
-    h.ollama.push_script(Script::reply("Hello from the Pi."));
+    h.llm.push_script(Script::reply("Hello from the Pi."));
     let (_bot, base) = bot_with_dashboard(&mut h).await;
     h.wait_until_polling().await;
 
@@ -396,7 +387,7 @@ async fn log_in_with(browser: &fantoccini::Client, base: &str, token: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn in_a_real_browser_the_owner_logs_in_reloads_and_watches_the_log() {
     let mut h = Harness::start(env!("CARGO_BIN_EXE_pi-agent-cli")).await;
-    h.ollama.push_script(Script::reply("Hello from the Pi."));
+    h.llm.push_script(Script::reply("Hello from the Pi."));
     let (_bot, base) = bot_with_dashboard(&mut h).await;
     h.wait_until_polling().await;
     let driver = ChromeDriver::start().await;

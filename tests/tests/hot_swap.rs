@@ -92,7 +92,7 @@ async fn a_formatter_swapped_mid_stream_serves_every_message_wholly_old_or_new()
     // Old pipeline: hostile uppercases the message and (as a shaper) the reply. New one:
     // persona (no system prompt configured) leaves the message alone.
     let (mut h, swap) = harness_with(guests::HOSTILE).await;
-    h.ollama
+    h.llm
         .set_default_script(Script::echo().with_token_delay(Duration::from_millis(30)));
     let _bot = h.bot(&[]);
     h.wait_until_polling().await; // the file watch is on before polling starts

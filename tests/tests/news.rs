@@ -53,7 +53,8 @@ fn assert_lists(text: &str, headlines: &[&str]) {
             .unwrap_or_else(|| panic!("'{item}' missing or out of order in: {text}"));
         from += at + item.len();
     }
-    let next = format!("{}. ", headlines.len() + 1);
+    // With a space before it: the last item's date ("2026-12-02. ") must not count.
+    let next = format!(" {}. ", headlines.len() + 1);
     assert!(!text[from..].contains(&next), "more than listed: {text}");
 }
 

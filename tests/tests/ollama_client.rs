@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use pi_agent::llm::{
-    GenerationStats, LlmBackend, LlmError, OllamaClient, OllamaSettings, ReplyEvent, ReplyStream,
+    Api, GenerationStats, LlmBackend, LlmError, OllamaClient, OllamaSettings, ReplyEvent,
+    ReplyStream, Timeouts,
 };
 use pi_agent::prompt::{ChatMessage, GenerationOptions, Prompt, Role};
 use pi_agent_tests::fake_ollama::{DEFAULT_MODEL, FakeOllama, Script, unused_url};
@@ -39,6 +40,7 @@ async fn drain(mut stream: ReplyStream) -> (Vec<String>, Result<GenerationStats,
     while let Some(event) = stream.next().await {
         match event {
             Ok(ReplyEvent::Delta(text)) => deltas.push(text),
+            Ok(ReplyEvent::Notice(note)) => panic!("Ollama itself sends no notice: {note}"),
             Ok(ReplyEvent::Done(stats)) => {
                 assert!(stream.next().await.is_none(), "nothing after Done");
                 return (deltas, Ok(stats));
@@ -164,6 +166,7 @@ async fn missing_model_is_model_not_found_with_pull_hint() {
     assert_eq!(
         error,
         LlmError::ModelNotFound {
+            server: Api::Ollama,
             model: "gemma2:2b".to_owned()
         }
     );
@@ -190,6 +193,7 @@ async fn scripted_404_is_model_not_found() {
     assert_eq!(
         error,
         LlmError::ModelNotFound {
+            server: Api::Ollama,
             model: "gemma2:2b".to_owned()
         }
     );
@@ -207,7 +211,13 @@ async fn full_queue_503_is_busy() {
         .err()
         .expect("503");
 
-    assert_eq!(error, LlmError::Busy);
+    assert_eq!(
+        error,
+        LlmError::Busy {
+            server: Api::Ollama,
+            retry_after: None
+        }
+    );
 }
 
 #[tokio::test]
@@ -228,6 +238,7 @@ async fn server_error_500_is_http_with_ollamas_message() {
     assert_eq!(
         error,
         LlmError::Http {
+            server: Api::Ollama,
             status: 500,
             message
         }
@@ -245,18 +256,30 @@ async fn connection_refused_is_unreachable() {
         .err()
         .expect("nothing listens");
 
-    assert_eq!(error, LlmError::Unreachable { url: url.clone() });
+    assert_eq!(
+        error,
+        LlmError::Unreachable {
+            server: Api::Ollama,
+            url: url.clone()
+        }
+    );
     assert!(
         error.to_string().contains("systemctl status ollama"),
         "{error}"
     );
     assert_eq!(
         client.list_models().await,
-        Err(LlmError::Unreachable { url: url.clone() })
+        Err(LlmError::Unreachable {
+            server: Api::Ollama,
+            url: url.clone()
+        })
     );
     assert_eq!(
         client.check_model(DEFAULT_MODEL).await,
-        Err(LlmError::Unreachable { url })
+        Err(LlmError::Unreachable {
+            server: Api::Ollama,
+            url
+        })
     );
 }
 
@@ -285,7 +308,10 @@ async fn stall_after_first_tokens_is_stalled() {
     ollama.push_script(Script::stall(2));
     let settings = OllamaSettings {
         base_url: ollama.url(),
-        idle_timeout: ms(100),
+        timeouts: Timeouts {
+            idle: ms(100),
+            ..Timeouts::default()
+        },
         ..OllamaSettings::default()
     };
 
@@ -305,7 +331,10 @@ async fn slow_model_load_is_first_token_timeout() {
     ollama.push_script(Script::reply("late").with_load_delay(ms(5000)));
     let settings = OllamaSettings {
         base_url: ollama.url(),
-        first_token_timeout: ms(80),
+        timeouts: Timeouts {
+            first_token: ms(80),
+            ..Timeouts::default()
+        },
         ..OllamaSettings::default()
     };
 
@@ -325,7 +354,10 @@ async fn slow_first_token_after_headers_is_first_token_timeout() {
     ollama.push_script(Script::reply("late").with_token_delay(ms(5000)));
     let settings = OllamaSettings {
         base_url: ollama.url(),
-        first_token_timeout: ms(250),
+        timeouts: Timeouts {
+            first_token: ms(250),
+            ..Timeouts::default()
+        },
         ..OllamaSettings::default()
     };
 
@@ -348,7 +380,10 @@ async fn long_answer_is_cut_at_total_timeout() {
     );
     let settings = OllamaSettings {
         base_url: ollama.url(),
-        total_timeout: ms(250),
+        timeouts: Timeouts {
+            total: ms(250),
+            ..Timeouts::default()
+        },
         ..OllamaSettings::default()
     };
 
@@ -443,6 +478,7 @@ async fn check_model_accepts_installed_models_only() {
     assert_eq!(
         missing,
         Err(LlmError::ModelNotFound {
+            server: Api::Ollama,
             model: "phi3:mini".to_owned()
         })
     );

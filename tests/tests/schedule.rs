@@ -65,7 +65,7 @@ async fn a_reminder_arrives_on_time_through_the_shapers_and_only_once() {
     assert_eq!(reminder.parse_mode.as_deref(), Some("HTML"));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(reminders(&h, FRIEND, "stretch").len(), 1);
-    assert_eq!(h.ollama.chat_count(), 0, "a reminder asks no LLM");
+    assert_eq!(h.llm.chat_count(), 0, "a reminder asks no LLM");
     let logs = h.logs();
     assert!(
         logs.contains("task fired") && logs.contains("outcome=\"queued\""),
@@ -166,13 +166,13 @@ async fn tasks_are_listed_and_cancelled_and_bad_times_are_explained() {
         status.visible_text.contains("Tasks: 2; next: task "),
         "{status:?}"
     );
-    assert_eq!(h.ollama.chat_count(), 0);
+    assert_eq!(h.llm.chat_count(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_recurring_prompt_fires_in_two_slots_through_the_formatters() {
     let mut h = harness().await;
-    h.ollama.set_default_script(Script::echo());
+    h.llm.set_default_script(Script::echo());
     let _bot = h.bot(&[]);
     // Standard cron, every minute: two slots at most two minutes apart.
     h.telegram
@@ -193,7 +193,7 @@ async fn a_recurring_prompt_fires_in_two_slots_through_the_formatters() {
         h.telegram.sent_messages(FRIEND),
         h.logs()
     );
-    let requests = h.ollama.chat_requests();
+    let requests = h.llm.chat_requests();
     assert_eq!(requests.len(), 2);
     for request in &requests {
         let messages: Vec<&str> = request["messages"]
@@ -317,7 +317,7 @@ kv_kib = 64
         news_url = news.url(),
     ));
     h.use_manifest(manifest);
-    h.ollama.set_default_script(Script::echo());
+    h.llm.set_default_script(Script::echo());
     // The calendar's "today" is the chat's: the bot's default zone, where the fake lives.
     let ics_url = calendar.ics_url();
     let _bot = h.bot(&[
@@ -355,7 +355,7 @@ kv_kib = 64
         })
         .await
         .visible_text;
-    let asked = h.ollama.chat_requests()[0]["messages"]
+    let asked = h.llm.chat_requests()[0]["messages"]
         .as_array()
         .unwrap()
         .last()

@@ -17,7 +17,8 @@ use pi_agent::chat::{
 };
 use pi_agent::config::{ChatConfig, LlmConfig};
 use pi_agent::llm::{
-    GenerationStats, LlmBackend, LlmError, ModelInfo, ReplyEvent, ReplyStream, RunningModel,
+    Api, BackendSettings, GenerationStats, LlmBackend, LlmError, ModelInfo, ReplyEvent,
+    ReplyStream, RunningModel,
 };
 use pi_agent::prompt::{ChatContext, Prompt, Reply, ScheduledRun};
 use pi_agent::store::{SharedStore, Store};
@@ -124,6 +125,10 @@ impl LlmBackend for FakeLlm {
 
     fn running_models(&self) -> BoxFuture<'_, Result<Vec<RunningModel>, LlmError>> {
         Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn serving(&self) -> String {
+        "the fake LLM".into()
     }
 
     fn check_model<'a>(&'a self, _model: &'a str) -> BoxFuture<'a, Result<(), LlmError>> {
@@ -266,8 +271,15 @@ impl Setup {
                 time_zone: "UTC".into(),
             },
             LlmConfig {
-                ollama: Default::default(),
-                model: "test".into(),
+                primary: BackendSettings {
+                    api: Api::Ollama,
+                    url: String::new(),
+                    api_key: None,
+                    model: "test".into(),
+                },
+                fallback: None,
+                timeouts: Default::default(),
+                keep_alive: None,
                 options: Default::default(),
             },
             llm.clone(),
@@ -549,7 +561,7 @@ async fn a_stalled_llm_fails_that_message_and_the_next_is_served() {
         shown[0],
         (
             started + Duration::from_secs(120),
-            Shown::Notice("⚠️ Ollama stopped answering for 120s — try again".into())
+            Shown::Notice("⚠️ the model server stopped answering for 120s — try again".into())
         )
     );
     assert_eq!(s.recorder.endings(1)[1], finish("RE AGAIN"));

@@ -45,6 +45,8 @@ pub struct Status {
     pub last_tokens_per_second: Option<f64>,
     pub uptime: Duration,
     pub default_model: String,
+    /// Which server answers now, in one line.
+    pub serving: String,
     /// The models the LLM server holds in memory now, or why it could not be asked.
     pub loaded_models: Result<Vec<RunningModel>, LlmError>,
     /// The pipeline new messages use.
@@ -214,7 +216,7 @@ impl<R: Replies> ChatService<R> {
     /// The chat's model: its own choice or the default.
     async fn model(&self, chat_id: i64) -> Result<String, StoreError> {
         let chosen = self.db(move |store| store.chat_model(chat_id)).await?;
-        Ok(chosen.unwrap_or_else(|| self.llm_config.model.clone()))
+        Ok(chosen.unwrap_or_else(|| self.llm_config.primary.model.clone()))
     }
 
     /// The chat's model and the models installed on the server.
@@ -235,7 +237,7 @@ impl<R: Replies> ChatService<R> {
             self.db(move |store| store.set_chat_model(chat_id, None))
                 .await?;
             return Ok(ModelSwitch::BackToDefault {
-                model: self.llm_config.model.clone(),
+                model: self.llm_config.primary.model.clone(),
             });
         };
         let model = model.to_owned();
@@ -293,7 +295,8 @@ impl<R: Replies> ChatService<R> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
             uptime: self.started.elapsed(),
-            default_model: self.llm_config.model.clone(),
+            default_model: self.llm_config.primary.model.clone(),
+            serving: self.llm.serving(),
             loaded_models,
             stages: self.pipeline().stages().cloned().collect(),
         }

@@ -157,7 +157,7 @@ impl<R: Replies> ChatService<R> {
     /// A reminder: its announcement through the shapers, as if a formatter had answered.
     async fn remind(&self, sink: &mut JobSink<R::Sink>, message: &NewJob) -> Ending {
         let prompt = Prompt {
-            model: self.llm_config.model.clone(),
+            model: self.llm_config.primary.model.clone(),
             messages: vec![ChatMessage::new(Role::User, message.text.clone())],
             options: self.llm_config.options.clone(),
         };
@@ -252,6 +252,7 @@ impl<R: Replies> ChatService<R> {
                 }
             };
             match event {
+                Some(Ok(ReplyEvent::Notice(note))) => sink.aside(&note).await,
                 Some(Ok(ReplyEvent::Delta(delta))) => {
                     if text.is_empty() {
                         let after = requested.elapsed();
@@ -277,11 +278,16 @@ impl<R: Replies> ChatService<R> {
                         .last_tokens_per_second
                         .lock()
                         .unwrap_or_else(|e| e.into_inner()) = tps;
-                    tracing::info!(tokens = stats.eval_count, tokens_per_second = tps.unwrap_or(0.0), total = ?requested.elapsed(), "generated");
-                    return match answer.shape(Reply::plain(text.clone()), true).await {
-                        Err(e) => fail(sink, &stage_failure_text(&e)).await,
-                        Ok(shaped) => deliver(sink, &shaped, answer.turn(text)).await,
+                    tracing::info!(tokens = stats.eval_count, tokens_per_second = tps.unwrap_or(0.0), total = ?requested.elapsed(), cut_off = stats.cut_off, "generated");
+                    let shaped = match answer.shape(Reply::plain(text.clone()), true).await {
+                        Err(e) => return fail(sink, &stage_failure_text(&e)).await,
+                        Ok(shaped) => shaped,
                     };
+                    let ending = deliver(sink, &shaped, answer.turn(text)).await;
+                    if stats.cut_off && matches!(ending, Ending::Completed(..)) {
+                        sink.aside(CUT_OFF).await;
+                    }
+                    return ending;
                 }
                 Some(Err(_)) | None => {
                     let error = match event {
@@ -380,6 +386,13 @@ struct JobSink<S> {
 }
 
 impl<S: ReplySink> JobSink<S> {
+    /// A notice that is not the job's last word (the answer follows); best effort.
+    async fn aside(&mut self, text: &str) {
+        if let Err(e) = self.sink.notice(text).await {
+            tracing::warn!("cannot send a notice: {e:#}");
+        }
+    }
+
     fn last_word(&self) {
         self.queue
             .lock()
@@ -407,6 +420,10 @@ impl<S: ReplySink> ReplySink for JobSink<S> {
         self.sink.notice(text).await
     }
 }
+
+/// Told after an answer the length limit cut.
+const CUT_OFF: &str =
+    "✂️ The answer reached the length limit (OLLAMA_NUM_PREDICT) and was cut off.";
 
 /// Tells the user what went wrong; the job is done (a message that cannot be answered now
 /// is not retried behind the user's back — they are told and can send it again).

@@ -29,7 +29,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     println!(
         "Chatting with {} through the pipeline. /reset forgets the history, /quit leaves.",
-        config.llm.model
+        config.llm.primary.model
     );
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     loop {

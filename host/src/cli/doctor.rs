@@ -7,14 +7,18 @@ use std::process::ExitCode;
 use teloxide::prelude::Requester;
 
 use crate::app;
-use crate::config::{Config, ConfigError, Env};
-use crate::llm::{LlmBackend, OllamaClient};
+use crate::config::{self, Config, ConfigError, Env};
+use crate::llm::{self, Api, BackendSettings};
 use crate::store::Store;
 use crate::telegram;
 
 pub async fn run(mut env: Env) -> ExitCode {
     let config = Config::from_env(&mut env, true);
     let mut report = Report::default();
+    for old in config::llm::overridden(&env) {
+        let new = old.replacen("OLLAMA", "LLM", 1);
+        report.pass(&new, &format!("set, and wins over {old}"));
+    }
     match env.finish() {
         Ok(()) => report.pass("configuration", "all variables valid"),
         Err(ConfigError(problems)) => {
@@ -44,18 +48,13 @@ pub async fn run(mut env: Env) -> ExitCode {
         Err(e) => report.fail("data directory", &e.to_string()),
     }
 
-    match OllamaClient::new(config.llm.ollama.clone()) {
-        Ok(client) => match client.check_model(&config.llm.model).await {
-            Ok(()) => report.pass(
-                "Ollama",
-                &format!(
-                    "{} is up and has {}",
-                    config.llm.ollama.base_url, config.llm.model
-                ),
-            ),
-            Err(e) => report.fail("Ollama", &e.to_string()),
-        },
-        Err(e) => report.fail("Ollama", &e.to_string()),
+    let primary = match config.llm.primary.api {
+        Api::Ollama => "Ollama",
+        Api::OpenAi => "LLM server",
+    };
+    check_server(&mut report, primary, &config.llm.primary, &config).await;
+    if let Some(fallback) = &config.llm.fallback {
+        check_server(&mut report, "fallback", &fallback.backend, &config).await;
     }
 
     if !config.telegram.token.expose().is_empty() {
@@ -75,6 +74,27 @@ pub async fn run(mut env: Env) -> ExitCode {
         report.fail("access", "nobody may use the bot: set TELEGRAM_ALLOWED_USERS (send the bot a message to learn your id)");
     }
     report.finish()
+}
+
+/// The server is up and has its model.
+async fn check_server(report: &mut Report, what: &str, server: &BackendSettings, config: &Config) {
+    let checked = match llm::backend(server, &config.llm) {
+        Ok(client) => client
+            .check_model(&server.model)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    match checked {
+        Ok(()) => report.pass(
+            what,
+            &format!(
+                "{} ({}) is up and has {}",
+                server.url, server.api, server.model
+            ),
+        ),
+        Err(e) => report.fail(what, &e),
+    }
 }
 
 #[derive(Default)]

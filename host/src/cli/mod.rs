@@ -88,6 +88,8 @@ pub fn main() -> ExitCode {
     let secrets: logging::Secrets = [
         ("TELEGRAM_BOT_TOKEN", "[bot token]"),
         ("DASHBOARD_TOKEN", "[dashboard token]"),
+        ("LLM_API_KEY", "[LLM API key]"),
+        ("LLM_FALLBACK_API_KEY", "[LLM API key]"),
     ]
     .into_iter()
     .filter_map(|(name, replacement)| Some((env.get(name)?, replacement)))

@@ -218,7 +218,7 @@ async fn model_command(service: &Service, chat_id: i64, name: &str) -> anyhow::R
         ModelSwitch::Switched { model } => format!("This chat now uses {model}."),
         ModelSwitch::BackToDefault { model } => format!("Back to the default model, {model}."),
         ModelSwitch::NotInstalled { model } => format!(
-            "{model} is not installed. On the Pi, run `ollama pull {model}`, or see /model for the list."
+            "{model} is not on the model server: see /model for the list (with Ollama on the Pi, `ollama pull {model}` installs it)."
         ),
         ModelSwitch::CannotCheck(e) => format!("I can't check the models right now: {e}"),
     })
@@ -228,15 +228,15 @@ fn model_list(choice: ModelChoice) -> String {
     let current = &choice.current;
     match &choice.installed {
         Ok(models) => {
-            let mut text = format!("This chat uses {current}. Installed models:\n");
+            let mut text = format!("This chat uses {current}. Models on the server:\n");
             for m in models {
                 let marker = if choice.is_current(m) { "▶" } else { "•" };
-                let _ = writeln!(
-                    text,
-                    "{marker} {} ({} MB)",
-                    m.name,
-                    m.size_bytes / 1_000_000
-                );
+                // OpenAI-compatible servers do not say how big a model is.
+                let size = match m.size_bytes / 1_000_000 {
+                    0 => String::new(),
+                    mb => format!(" ({mb} MB)"),
+                };
+                let _ = writeln!(text, "{marker} {}{size}", m.name);
             }
             text + "Switch with /model <name>."
         }
@@ -284,7 +284,7 @@ fn tasks_text((tasks, zone): (Vec<Listed>, Zone)) -> String {
 
 fn status_text(status: Status, tasks: Result<Summary, StoreError>) -> String {
     let mut text = String::new();
-    let (ollama, loaded) = match status.loaded_models {
+    let (server, loaded) = match status.loaded_models {
         Ok(models) if models.is_empty() => ("up".to_owned(), "none".to_owned()),
         Ok(models) => (
             "up".to_owned(),
@@ -296,7 +296,8 @@ fn status_text(status: Status, tasks: Result<Summary, StoreError>) -> String {
         ),
         Err(e) => (format!("DOWN — {e}"), "?".to_owned()),
     };
-    let _ = writeln!(text, "Ollama: {ollama}");
+    let _ = writeln!(text, "LLM: {}", status.serving);
+    let _ = writeln!(text, "Server: {server}");
     let _ = writeln!(
         text,
         "Default model: {} (loaded: {loaded})",

@@ -4,8 +4,11 @@
 //! would otherwise need a server of its own to keep.
 //!
 //! Recording is a counter bump and a short, uncontended lock: nothing runs in the
-//! background, and the gauges (queue depth, memory) are read when someone asks.
+//! background, and the gauges (queue depth, memory) are read when someone asks. Metric
+//! handles are registered once per label set ([`handles`]), and not at all while the
+//! dashboard is off.
 
+mod handles;
 pub mod logs;
 pub mod prometheus;
 mod series;
@@ -14,6 +17,10 @@ mod stages;
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
+
+use metrics::{Counter, Histogram};
+
+use handles::Handles;
 
 pub use series::{BUCKET, Bucket, Series};
 pub use stages::{StageError, StageFigures, StageStats};
@@ -27,6 +34,7 @@ pub mod names {
     pub const STAGE_FAILURES: &str = "pi_agent_stage_failures_total";
     pub const FIRST_TOKEN: &str = "pi_agent_llm_first_token_seconds";
     pub const TOKENS: &str = "pi_agent_llm_tokens_total";
+    pub const FALLBACKS: &str = "pi_agent_llm_fallbacks_total";
     pub const QUEUE_DEPTH: &str = "pi_agent_queue_depth";
     pub const TELEGRAM_REQUESTS: &str = "pi_agent_telegram_requests_total";
     pub const RELOADS: &str = "pi_agent_reloads_total";
@@ -106,7 +114,14 @@ pub fn stats() -> &'static Stats {
 
 /// A job ended.
 pub fn message(outcome: MessageOutcome) {
-    metrics::counter!(names::MESSAGES, "outcome" => outcome.label()).increment(1);
+    static MESSAGES: Handles<&'static str, Counter> = Handles::new();
+    let label = outcome.label();
+    MESSAGES.with(|counters| {
+        counters
+            .entry(label)
+            .or_insert_with(|| metrics::counter!(names::MESSAGES, "outcome" => label))
+            .increment(1);
+    });
     STATS
         .series
         .record_message(crate::clock::unix_ms(), outcome.is_error());
@@ -114,13 +129,45 @@ pub fn message(outcome: MessageOutcome) {
 
 /// One call into a stage on a user's message: how long it took and how it failed, if it did.
 pub fn stage_call(stage: &str, role: Role, took: Duration, failure: Option<&FailureKind>) {
-    let role = role.label();
-    metrics::histogram!(names::STAGE_DURATION, "stage" => stage.to_owned(), "role" => role)
-        .record(took.as_secs_f64());
-    if let Some(kind) = failure {
-        metrics::counter!(names::STAGE_FAILURES, "stage" => stage.to_owned(), "kind" => kind.label())
-            .increment(1);
+    /// One stage's handles, under its role's label.
+    struct StageHandles {
+        role: &'static str,
+        duration: Histogram,
+        failures: HashMap<&'static str, Counter>,
     }
+    static STAGES: Handles<String, StageHandles> = Handles::new();
+    let role = role.label();
+    STAGES.with(|stages| {
+        // A reload may give a stage's name another role.
+        if stages.get(stage).is_none_or(|h| h.role != role) {
+            let duration = metrics::histogram!(
+                names::STAGE_DURATION, "stage" => stage.to_owned(), "role" => role
+            );
+            let failures = HashMap::new();
+            stages.insert(
+                stage.to_owned(),
+                StageHandles {
+                    role,
+                    duration,
+                    failures,
+                },
+            );
+        }
+        let handles = stages.get_mut(stage).expect("registered above");
+        handles.duration.record(took.as_secs_f64());
+        if let Some(kind) = failure {
+            let kind = kind.label();
+            handles
+                .failures
+                .entry(kind)
+                .or_insert_with(|| {
+                    metrics::counter!(
+                        names::STAGE_FAILURES, "stage" => stage.to_owned(), "kind" => kind
+                    )
+                })
+                .increment(1);
+        }
+    });
     STATS
         .stages
         .record(stage, took, failure, crate::clock::unix_ms());
@@ -144,7 +191,11 @@ pub fn task_outcome(task_id: i64, outcome: &'static str) {
 
 /// The LLM's first token arrived `after` the request.
 pub fn first_token(after: Duration) {
-    metrics::histogram!(names::FIRST_TOKEN).record(after.as_secs_f64());
+    static FIRST_TOKEN: Handles<(), Histogram> = Handles::new();
+    FIRST_TOKEN.only(
+        || metrics::histogram!(names::FIRST_TOKEN),
+        |h| h.record(after.as_secs_f64()),
+    );
     STATS
         .series
         .record_first_token(crate::clock::unix_ms(), after);
@@ -152,23 +203,43 @@ pub fn first_token(after: Duration) {
 
 /// A generation finished with `tokens` at `tokens_per_second` (when the server said).
 pub fn generated(tokens: u64, tokens_per_second: Option<f64>) {
-    metrics::counter!(names::TOKENS).increment(tokens);
+    static TOKENS: Handles<(), Counter> = Handles::new();
+    TOKENS.only(|| metrics::counter!(names::TOKENS), |c| c.increment(tokens));
     if let Some(speed) = tokens_per_second {
         STATS.series.record_speed(crate::clock::unix_ms(), speed);
     }
 }
 
+/// An answer went to the fallback server because the primary could not give it.
+pub fn fell_back() {
+    static FALLBACKS: Handles<(), Counter> = Handles::new();
+    FALLBACKS.only(|| metrics::counter!(names::FALLBACKS), |c| c.increment(1));
+}
+
 /// One Bot API request; `method` as Telegram names it (`sendMessage`).
 pub fn telegram_request<T, E>(method: &'static str, result: &Result<T, E>) {
+    static REQUESTS: Handles<(&'static str, &'static str), Counter> = Handles::new();
     let outcome = if result.is_ok() { "ok" } else { "error" };
-    metrics::counter!(names::TELEGRAM_REQUESTS, "method" => method, "outcome" => outcome)
-        .increment(1);
+    REQUESTS.with(|counters| {
+        counters
+            .entry((method, outcome))
+            .or_insert_with(|| {
+                metrics::counter!(names::TELEGRAM_REQUESTS, "method" => method, "outcome" => outcome)
+            })
+            .increment(1);
+    });
 }
 
 /// A pipeline reload finished (`Ok` with its report, or why it failed).
 pub fn reload(trigger: &str, result: Result<String, String>) {
+    static RELOADS: Handles<&'static str, Counter> = Handles::new();
     let outcome = if result.is_ok() { "ok" } else { "error" };
-    metrics::counter!(names::RELOADS, "outcome" => outcome).increment(1);
+    RELOADS.with(|counters| {
+        counters
+            .entry(outcome)
+            .or_insert_with(|| metrics::counter!(names::RELOADS, "outcome" => outcome))
+            .increment(1);
+    });
     *STATS.last_reload.lock().unwrap_or_else(|e| e.into_inner()) = Some(ReloadOutcome {
         at_unix_ms: crate::clock::unix_ms(),
         trigger: trigger.to_owned(),

@@ -16,6 +16,11 @@ const STAGE_BUCKETS: &[f64] = &[
 /// First tokens: a warm model on a GPU box to a cold Gemma load on a Pi.
 const FIRST_TOKEN_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0];
 
+/// Whether [`install`] ran: metrics are recorded only then.
+pub fn installed() -> bool {
+    HANDLE.get().is_some()
+}
+
 /// Installs the Prometheus recorder as the process's `metrics` recorder (once; later calls
 /// return the same handle).
 pub fn install() -> &'static PrometheusHandle {
@@ -45,6 +50,10 @@ fn describe() {
     describe_counter!(names::STAGE_FAILURES, "Failed stage calls, by kind");
     describe_histogram!(names::FIRST_TOKEN, Unit::Seconds, "Request to first token");
     describe_counter!(names::TOKENS, "Tokens the LLM generated");
+    describe_counter!(
+        names::FALLBACKS,
+        "Answers the fallback server gave because the primary could not"
+    );
     describe_gauge!(names::QUEUE_DEPTH, "Jobs waiting or running");
     describe_counter!(
         names::TELEGRAM_REQUESTS,

@@ -22,11 +22,11 @@ pub struct StageFigures {
     pub last_errors: VecDeque<StageError>,
 }
 
-/// A failed call, as the Pipeline page lists it.
+/// A failed call, as the Pipeline page lists it (the kind is formatted only when shown).
 #[derive(Debug, Clone)]
 pub struct StageError {
     pub at_unix_ms: u64,
-    pub message: String,
+    pub kind: FailureKind,
 }
 
 impl StageFigures {
@@ -81,7 +81,7 @@ impl StageStats {
             }
             figures.last_errors.push_back(StageError {
                 at_unix_ms: now_unix_ms,
-                message: kind.to_string(),
+                kind: kind.clone(),
             });
         }
     }
@@ -118,7 +118,7 @@ mod tests {
         assert_eq!(weather.last_errors.len(), RECENT_ERRORS);
         assert_eq!(weather.last_errors.back().unwrap().at_unix_ms, 6);
         assert_eq!(
-            weather.last_errors[0].message,
+            weather.last_errors[0].kind.to_string(),
             "ran longer than its 300ms limit"
         );
         assert_eq!(stats.of("unknown").calls, 0);

@@ -74,8 +74,11 @@ struct OverviewPage {
     uptime: String,
     memory: String,
     model: String,
-    /// `Ok`: the models loaded now; `Err`: why the LLM server could not be asked.
-    llm: Result<Vec<(String, String)>, String>,
+    /// Which server answers now (the fallback when the primary is down).
+    serving: String,
+    /// `Ok`: the models loaded now, with their size when the server says; `Err`: why the
+    /// LLM server could not be asked.
+    llm: Result<Vec<(String, Option<String>)>, String>,
     waiting: usize,
     running: usize,
     messages_today: u32,
@@ -129,12 +132,13 @@ pub async fn overview<R: Replies>(state: State<R>) -> Response {
         uptime: duration(status.uptime),
         memory: crate::memory::resident_bytes().map_or_else(|| "?".into(), mib),
         model: status.default_model,
+        serving: status.serving,
         llm: status
             .loaded_models
             .map(|models| {
                 models
                     .into_iter()
-                    .map(|m| (m.name, mib(m.size_bytes)))
+                    .map(|m| (m.name, (m.size_bytes > 0).then(|| mib(m.size_bytes))))
                     .collect()
             })
             .map_err(|e| e.to_string()),
@@ -214,7 +218,7 @@ pub async fn pipeline<R: Replies>(state: State<R>) -> Response {
                     .last_errors
                     .iter()
                     .rev()
-                    .map(|e| (when(e.at_unix_ms), e.message.clone()))
+                    .map(|e| (when(e.at_unix_ms), e.kind.to_string()))
                     .collect(),
             }
         })

@@ -7,45 +7,9 @@ use futures_util::stream::{self, Stream, StreamExt};
 use tokio::time::{Instant, timeout_at};
 use tracing::debug;
 
-use super::OllamaSettings;
 use super::wire::ChatLine;
+use crate::llm::timeouts::Clock;
 use crate::llm::{LlmError, ReplyEvent, ReplyStream};
-
-/// Deadlines of one answer.
-pub struct Clock {
-    first_token_at: Instant,
-    total_at: Instant,
-    settings: OllamaSettings,
-}
-
-impl Clock {
-    pub fn start(settings: &OllamaSettings) -> Self {
-        let now = Instant::now();
-        Self {
-            first_token_at: now + settings.first_token_timeout,
-            total_at: now + settings.total_timeout,
-            settings: settings.clone(),
-        }
-    }
-
-    /// When the next chunk must have arrived, given when the last one did, and the error
-    /// if it has not.
-    pub fn deadline(&self, last_chunk: Option<Instant>) -> (Instant, LlmError) {
-        let s = &self.settings;
-        let (at, error) = match last_chunk {
-            None => (
-                self.first_token_at,
-                LlmError::FirstTokenTimeout(s.first_token_timeout),
-            ),
-            Some(last) => (last + s.idle_timeout, LlmError::Stalled(s.idle_timeout)),
-        };
-        if self.total_at <= at {
-            (self.total_at, LlmError::TotalTimeout(s.total_timeout))
-        } else {
-            (at, error)
-        }
-    }
-}
 
 /// Turns a body's chunks into reply events, enforcing the clock's deadlines.
 pub struct ReplyReader<S> {
@@ -131,7 +95,7 @@ where
         };
         for event in events {
             match &event {
-                Ok(ReplyEvent::Delta(_)) => {}
+                Ok(ReplyEvent::Delta(_) | ReplyEvent::Notice(_)) => {}
                 Ok(ReplyEvent::Done(stats)) => {
                     debug!(
                         eval_count = stats.eval_count,
@@ -213,6 +177,7 @@ mod tests {
             prompt_eval_duration: Duration::ZERO,
             load_duration: Duration::from_millis(100),
             total_duration: Duration::from_millis(900),
+            cut_off: false,
         };
         vec![
             Ok(ReplyEvent::Delta("Grüß".into())),
@@ -223,7 +188,7 @@ mod tests {
 
     async fn events_of(chunks: Vec<Vec<u8>>) -> Vec<Result<ReplyEvent, LlmError>> {
         let body = stream::iter(chunks.into_iter().map(Ok));
-        let reader = ReplyReader::new(body, Clock::start(&OllamaSettings::default()));
+        let reader = ReplyReader::new(body, Clock::start(crate::llm::Timeouts::default()));
         reader.into_stream().collect().await
     }
 

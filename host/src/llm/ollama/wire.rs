@@ -6,11 +6,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::llm::http::shorten;
 use crate::llm::{GenerationStats, LlmError, ModelInfo, ReplyEvent, RunningModel};
 use crate::prompt::{ChatMessage, GenerationOptions, Prompt, ResponseFormat};
-
-/// Longest server error text passed on to the user.
-pub const MAX_ERROR_CHARS: usize = 200;
 
 /// The `/api/chat` request body.
 #[derive(Serialize)]
@@ -155,6 +153,9 @@ pub struct ChatLine {
     load_duration: u64,
     #[serde(default)]
     total_duration: u64,
+    /// Why generation ended: `stop`, or `length` when `num_predict` cut it.
+    #[serde(default)]
+    done_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -186,25 +187,8 @@ impl ChatLine {
             prompt_eval_duration: Duration::from_nanos(self.prompt_eval_duration),
             load_duration: Duration::from_nanos(self.load_duration),
             total_duration: Duration::from_nanos(self.total_duration),
+            cut_off: self.done_reason.as_deref() == Some("length"),
         }
-    }
-}
-
-/// The `error` field of an Ollama error body, else the body itself; shortened; `None` if empty.
-pub fn error_text(body: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct ErrorBody {
-        error: String,
-    }
-    let text = serde_json::from_str::<ErrorBody>(body)
-        .map_or_else(|_| body.trim().to_owned(), |b| b.error);
-    (!text.is_empty()).then(|| shorten(&text))
-}
-
-pub fn shorten(text: &str) -> String {
-    match text.char_indices().nth(MAX_ERROR_CHARS) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
     }
 }
 

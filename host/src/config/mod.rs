@@ -9,9 +9,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::llm::OllamaSettings;
 use crate::pipeline::StageLimits;
-use crate::prompt::GenerationOptions;
 use crate::schedule::Zone;
 use crate::store::KEPT_MESSAGES;
 
@@ -70,10 +68,9 @@ pub fn data_dir(env: &Env) -> PathBuf {
     env.path("DATA_DIR", "data")
 }
 
-/// `OLLAMA_MODEL`, the model prompts name unless a chat chose another.
-pub fn default_model(env: &Env) -> String {
-    env.string("OLLAMA_MODEL", "gemma2:2b")
-}
+pub mod llm;
+
+pub use llm::{LlmConfig, default_model};
 
 /// A token (the bot's, the dashboard's): never printed, not even by `Debug`.
 #[derive(Clone, PartialEq, Eq)]
@@ -168,81 +165,6 @@ fn looks_like_bot_token(token: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     })
-}
-
-/// Settings for Ollama and generation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LlmConfig {
-    pub ollama: OllamaSettings,
-    /// `OLLAMA_MODEL`: the default model (chats may switch with /model).
-    pub model: String,
-    /// `OLLAMA_TEMPERATURE`, `OLLAMA_TOP_P`, `OLLAMA_TOP_K`, `OLLAMA_NUM_CTX`,
-    /// `OLLAMA_NUM_PREDICT`: generation options; unset leaves the model's default.
-    pub options: GenerationOptions,
-}
-
-impl LlmConfig {
-    pub fn from_env(env: &mut Env) -> Self {
-        let defaults = OllamaSettings::default();
-        let secs = |env: &mut Env, name: &'static str, default: Duration| {
-            Duration::from_secs(env.parse(
-                name,
-                default.as_secs(),
-                "whole seconds > 0",
-                |v: &u64| *v > 0,
-            ))
-        };
-        let base_url = env.parse(
-            "OLLAMA_URL",
-            reqwest::Url::parse(&defaults.base_url).expect("default URL"),
-            "an http(s) URL, e.g. http://127.0.0.1:11434",
-            |u: &reqwest::Url| matches!(u.scheme(), "http" | "https"),
-        );
-        let ollama = OllamaSettings {
-            base_url: base_url.as_str().trim_end_matches('/').to_owned(),
-            keep_alive: Some(env.string("OLLAMA_KEEP_ALIVE", "30m")),
-            connect_timeout: secs(env, "OLLAMA_CONNECT_TIMEOUT_SECS", defaults.connect_timeout),
-            first_token_timeout: secs(
-                env,
-                "OLLAMA_FIRST_TOKEN_TIMEOUT_SECS",
-                defaults.first_token_timeout,
-            ),
-            idle_timeout: secs(env, "OLLAMA_IDLE_TIMEOUT_SECS", defaults.idle_timeout),
-            total_timeout: secs(env, "OLLAMA_TOTAL_TIMEOUT_SECS", defaults.total_timeout),
-        };
-        let options = GenerationOptions {
-            temperature: env.optional(
-                "OLLAMA_TEMPERATURE",
-                "a number from 0 to 2, e.g. 0.7",
-                |v: &f32| (0.0..=2.0).contains(v),
-            ),
-            top_p: env.optional(
-                "OLLAMA_TOP_P",
-                "a number from 0 to 1, e.g. 0.9",
-                |v: &f32| (0.0..=1.0).contains(v),
-            ),
-            top_k: env.optional("OLLAMA_TOP_K", "a whole number > 0, e.g. 40", |v: &u32| {
-                *v > 0
-            }),
-            num_ctx: Some(env.parse(
-                "OLLAMA_NUM_CTX",
-                2048,
-                "a whole number of tokens ≥ 256, e.g. 2048",
-                |v: &u32| *v >= 256,
-            )),
-            num_predict: env.optional(
-                "OLLAMA_NUM_PREDICT",
-                "a whole number of tokens, or -1 for no limit",
-                |v: &i32| *v >= -1,
-            ),
-            ..GenerationOptions::default()
-        };
-        Self {
-            ollama,
-            model: default_model(env),
-            options,
-        }
-    }
 }
 
 /// Settings for the conversation service.
@@ -612,11 +534,12 @@ impl Env {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn env(vars: &[(&str, &str)]) -> Env {
+    /// An environment holding just `vars`.
+    pub fn env(vars: &[(&str, &str)]) -> Env {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

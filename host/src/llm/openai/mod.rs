@@ -1,0 +1,184 @@
+//! An OpenAI-compatible server over HTTP — llama.cpp's `llama-server`, vLLM, any `/v1`
+//! server: streamed `POST /chat/completions` and `GET /models`.
+//!
+//! - `wire` — the API's JSON and its mapping to the crate's types;
+//! - `stream` — the streamed answer's Server-Sent Events, read within the deadlines.
+
+mod stream;
+mod wire;
+
+use eventsource_stream::Eventsource;
+use futures_util::future::BoxFuture;
+use tracing::debug;
+
+use super::http::{ErrorAnswer, Server};
+use super::timeouts::Clock;
+use super::{
+    Api, LlmBackend, LlmError, ModelInfo, ReplyStream, RunningModel, Timeouts, find_model,
+};
+use crate::config::Secret;
+use crate::prompt::Prompt;
+use stream::ReplyReader;
+use wire::{ChatRequest, ModelList};
+
+/// Where the server is (`LLM_URL`, e.g. `http://gpu-box:8000/v1`), its key, its waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenAiSettings {
+    pub base_url: String,
+    pub api_key: Option<Secret>,
+    pub timeouts: Timeouts,
+}
+
+/// An [`LlmBackend`] talking to an OpenAI-compatible server.
+#[derive(Debug, Clone)]
+pub struct OpenAiClient {
+    server: Server,
+}
+
+impl OpenAiClient {
+    pub fn new(settings: OpenAiSettings) -> Result<Self, reqwest::Error> {
+        Ok(Self {
+            server: Server::new(
+                Api::OpenAi,
+                &settings.base_url,
+                settings.api_key,
+                settings.timeouts,
+            )?,
+        })
+    }
+
+    async fn start_chat(
+        &self,
+        request: reqwest::RequestBuilder,
+        model: String,
+    ) -> Result<ReplyStream, LlmError> {
+        let clock = Clock::start(self.server.timeouts);
+        // These servers answer the headers at once and load nothing on demand: the first
+        // token's deadline covers the wait for the headers and then the first text.
+        let (deadline, timeout_error) = clock.deadline(None);
+        let answer = self
+            .server
+            .send(request, |answer| status_error(answer, Some(&model)));
+        let response = tokio::time::timeout_at(deadline, answer)
+            .await
+            .map_err(|_| timeout_error)??;
+        let events = Box::pin(response.bytes_stream()).eventsource();
+        Ok(ReplyReader::new(events, clock).into_stream())
+    }
+}
+
+impl LlmBackend for OpenAiClient {
+    fn chat(&self, prompt: &Prompt) -> BoxFuture<'_, Result<ReplyStream, LlmError>> {
+        debug!(model = %prompt.model, messages = prompt.messages.len(), "openai: chat request");
+        let request = self
+            .server
+            .post("/chat/completions")
+            .json(&ChatRequest::new(prompt));
+        Box::pin(self.start_chat(request, prompt.model.clone()))
+    }
+
+    fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, LlmError>> {
+        Box::pin(async {
+            let list: ModelList = self
+                .server
+                .get_json("/models", |answer| status_error(answer, None))
+                .await?;
+            Ok(list.models())
+        })
+    }
+
+    fn running_models(&self) -> BoxFuture<'_, Result<Vec<RunningModel>, LlmError>> {
+        Box::pin(async {
+            let served = self.list_models().await?;
+            Ok(served.into_iter().map(RunningModel::from).collect())
+        })
+    }
+
+    fn check_model<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<(), LlmError>> {
+        Box::pin(async move { find_model(&self.list_models().await?, Api::OpenAi, model) })
+    }
+
+    fn serving(&self) -> String {
+        format!("the OpenAI-compatible server at {}", self.server.base_url)
+    }
+}
+
+/// Turns a non-2xx answer (OpenAI error JSON) into the error that says what to do about it.
+fn status_error(answer: ErrorAnswer, model: Option<&str>) -> LlmError {
+    let server = Api::OpenAi;
+    match (answer.status, model) {
+        (401 | 403, _) => LlmError::Unauthorized { server },
+        // `{"error":{"message":"The model `x` does not exist.","code":"model_not_found"}}`
+        (404, Some(model)) if answer.message.contains("model") => LlmError::ModelNotFound {
+            server,
+            model: model.to_owned(),
+        },
+        (429, _) => LlmError::RateLimited {
+            server,
+            retry_after: answer.retry_after,
+        },
+        (503, _) => LlmError::Busy {
+            server,
+            retry_after: answer.retry_after,
+        },
+        (status, _) => LlmError::Http {
+            server,
+            status,
+            message: answer.message,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn answer(status: u16, message: &str, retry_after: Option<u64>) -> ErrorAnswer {
+        ErrorAnswer {
+            status,
+            message: message.into(),
+            retry_after: retry_after.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn statuses_map_to_errors_that_say_what_to_do() {
+        let server = Api::OpenAi;
+        let model = Some("qwen");
+        assert_eq!(
+            status_error(answer(401, "Incorrect API key provided.", None), model),
+            LlmError::Unauthorized { server }
+        );
+        assert_eq!(
+            status_error(answer(404, "The model `qwen` does not exist.", None), model),
+            LlmError::ModelNotFound {
+                server,
+                model: "qwen".into()
+            }
+        );
+        assert_eq!(
+            status_error(answer(429, "Too Many Requests", Some(20)), model),
+            LlmError::RateLimited {
+                server,
+                retry_after: Some(Duration::from_secs(20))
+            }
+        );
+        assert_eq!(
+            status_error(answer(503, "loading model", Some(5)), model),
+            LlmError::Busy {
+                server,
+                retry_after: Some(Duration::from_secs(5))
+            }
+        );
+        assert_eq!(
+            status_error(answer(404, "Not Found", None), None),
+            LlmError::Http {
+                server,
+                status: 404,
+                message: "Not Found".into()
+            }
+        );
+    }
+}
