@@ -160,8 +160,28 @@ async fn the_pi_answers_while_the_gpu_box_is_off_and_the_gpu_box_once_it_is_back
     vars.retain(|(k, _)| *k != "LLM_API_KEY");
     vars.push(("LLM_FALLBACK_URL", h.llm.url()));
     vars.push(("LLM_PROBE_SECS", "1".into()));
+    vars.push(("DASHBOARD_ADDR", "127.0.0.1:0".into()));
     gpu.go_down().await;
-    let _bot = h.bot(&borrowed(&vars));
+    let bot = h.bot(&borrowed(&vars));
+    let dashboard = bot.dashboard_url().await;
+    // The Overview's "Serving:" line.
+    let serving = || async {
+        let page = reqwest::get(&dashboard)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let at = page
+            .find("<span id=\"serving\">")
+            .expect("the Overview says who serves");
+        page[at..].split(['>', '<']).nth(2).unwrap().to_owned()
+    };
+    let page = serving().await;
+    assert!(
+        page.starts_with("The OpenAI-compatible server at"),
+        "{page}"
+    );
     let note = format!(
         "ℹ️ The OpenAI-compatible server at {} is unavailable — answering with gemma2:2b on \
          Ollama at {}.",
@@ -203,6 +223,11 @@ async fn the_pi_answers_while_the_gpu_box_is_off_and_the_gpu_box_once_it_is_back
             .contains("is left alone until a probe finds it back"),
         "{}",
         h.logs()
+    );
+    let page = serving().await;
+    assert!(
+        page.starts_with("the fallback, gemma2:2b on Ollama at"),
+        "{page}"
     );
 
     // Back: the probe (every second) finds it, and the next message goes to it, no note.

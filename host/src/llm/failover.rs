@@ -399,6 +399,29 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_fallback_runs_its_own_number_of_answers_at_once() {
+        let (primary, fallback) = (Scripted::new("the GPU box"), Scripted::new("the Pi"));
+        let failover = failover(&primary, &fallback);
+        for _ in 0..2 {
+            primary.answer(Err(down()));
+            fallback.answer(Ok(answer("from the Pi")));
+        }
+        // The first answer holds the fallback's one slot while it is read…
+        let first = failover.chat(&prompt()).await.unwrap();
+        let waiting = tokio::time::timeout(Duration::from_secs(60), failover.chat(&prompt()));
+        assert!(
+            waiting.await.is_err(),
+            "a second answer started on the Pi at once"
+        );
+        // …and gives it back when it ends. (The waiting call above used the second primary
+        // failure; the fallback's second answer is still queued.)
+        drop(first);
+        primary.answer(Err(down()));
+        let got = events(&failover).await;
+        assert_eq!(got[1], Ok(ReplyEvent::Delta("from the Pi".into())));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_failure_after_the_first_token_is_the_answers_own() {
         let (primary, fallback) = (Scripted::new("the GPU box"), Scripted::new("the Pi"));
         let failover = failover(&primary, &fallback);
