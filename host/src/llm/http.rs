@@ -6,8 +6,9 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use tokio::time::timeout;
+use tokio::time::{timeout, timeout_at};
 
+use super::timeouts::Clock;
 use super::{Api, LlmError, Timeouts};
 use crate::config::Secret;
 
@@ -86,6 +87,21 @@ impl Server {
             message: error_text(&body).unwrap_or_else(|| reason.to_owned()),
             retry_after,
         }))
+    }
+
+    /// Sends a chat request and waits for its answer's headers within the first token's
+    /// deadline: the response, and the clock of the answer's other deadlines.
+    pub async fn start_answer(
+        &self,
+        request: reqwest::RequestBuilder,
+        status_error: impl FnOnce(ErrorAnswer) -> LlmError,
+    ) -> Result<(reqwest::Response, Clock), LlmError> {
+        let clock = Clock::start(self.timeouts);
+        let (deadline, timeout_error) = clock.deadline(None);
+        let response = timeout_at(deadline, self.send(request, status_error))
+            .await
+            .map_err(|_| timeout_error)??;
+        Ok((response, clock))
     }
 
     /// GETs a small JSON document, within the idle timeout.

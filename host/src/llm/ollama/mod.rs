@@ -8,11 +8,9 @@ mod wire;
 
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
-use tokio::time::timeout_at;
 use tracing::debug;
 
 use super::http::{ErrorAnswer, Server, root_cause};
-use super::timeouts::Clock;
 use super::{
     Api, LlmBackend, LlmError, ModelInfo, ReplyStream, RunningModel, Timeouts, find_model,
 };
@@ -59,15 +57,11 @@ impl OllamaClient {
         request: reqwest::RequestBuilder,
         model: String,
     ) -> Result<ReplyStream, LlmError> {
-        let clock = Clock::start(self.server.timeouts);
         // Ollama loads the model before it answers, so the headers count as the first token.
-        let (deadline, timeout_error) = clock.deadline(None);
-        let answer = self
+        let (response, clock) = self
             .server
-            .send(request, |answer| status_error(answer, Some(&model)));
-        let response = timeout_at(deadline, answer)
-            .await
-            .map_err(|_| timeout_error)??;
+            .start_answer(request, |answer| status_error(answer, Some(&model)))
+            .await?;
         let body = response
             .bytes_stream()
             .map(|chunk| chunk.map_err(|e| LlmError::Interrupted(root_cause(&e))));

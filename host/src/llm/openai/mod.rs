@@ -12,7 +12,6 @@ use futures_util::future::BoxFuture;
 use tracing::debug;
 
 use super::http::{ErrorAnswer, Server};
-use super::timeouts::Clock;
 use super::{
     Api, LlmBackend, LlmError, ModelInfo, ReplyStream, RunningModel, Timeouts, find_model,
 };
@@ -52,16 +51,12 @@ impl OpenAiClient {
         request: reqwest::RequestBuilder,
         model: String,
     ) -> Result<ReplyStream, LlmError> {
-        let clock = Clock::start(self.server.timeouts);
         // These servers answer the headers at once and load nothing on demand: the first
         // token's deadline covers the wait for the headers and then the first text.
-        let (deadline, timeout_error) = clock.deadline(None);
-        let answer = self
+        let (response, clock) = self
             .server
-            .send(request, |answer| status_error(answer, Some(&model)));
-        let response = tokio::time::timeout_at(deadline, answer)
-            .await
-            .map_err(|_| timeout_error)??;
+            .start_answer(request, |answer| status_error(answer, Some(&model)))
+            .await?;
         let events = Box::pin(response.bytes_stream()).eventsource();
         Ok(ReplyReader::new(events, clock).into_stream())
     }
