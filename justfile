@@ -4,6 +4,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # Guests shipped in guests/dist/ (the default pipeline's stages).
 guests := "persona telegram-html weather news calendar"
+# Guests written in Python (guests/NAME/app.py), built with componentize-py into guests/dist/ too.
+py_guests := "py-persona py-redact"
 # One target dir for guests, shared with the test build, so nothing is built twice.
 guest_target := "target/guests"
 
@@ -11,20 +13,44 @@ guest_target := "target/guests"
 default:
     @just --list
 
-# Build the guests for wasm32-wasip2 and atomically replace guests/dist/<name>.wasm
+# Build the guests — Rust for wasm32-wasip2, Python with componentize-py — and atomically replace guests/dist/<name>.wasm
 build-guests:
     #!/usr/bin/env bash
     set -euo pipefail
     packages=(); for g in {{guests}}; do packages+=(-p "$g"); done
     cargo build --profile guest --target wasm32-wasip2 --target-dir {{guest_target}} "${packages[@]}"
-    mkdir -p guests/dist
-    for g in {{guests}}; do
-        built="{{guest_target}}/wasm32-wasip2/guest/${g//-/_}.wasm"
-        # Write next to the destination, then rename: a watcher never sees half a file.
-        cp "$built" "guests/dist/.$g.wasm.tmp"
-        mv -f "guests/dist/.$g.wasm.tmp" "guests/dist/$g.wasm"
-        echo "guests/dist/$g.wasm  $(wc -c < "guests/dist/$g.wasm") bytes"
+    for g in {{guests}}; do "{{just_executable()}}" _install "$g" "{{guest_target}}/wasm32-wasip2/guest/${g//-/_}.wasm"; done
+    guests/sdk-py/py-guest build {{py_guests}} | while read -r built; do
+        "{{just_executable()}}" _install "$(basename "$built" .wasm)" "$built"
     done
+
+# Build one guest, Rust (guests/NAME/Cargo.toml) or Python (guests/NAME/app.py), into guests/dist/NAME.wasm
+build-guest NAME:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -f "guests/{{NAME}}/app.py" ]; then
+        "{{just_executable()}}" _install "{{NAME}}" "$(guests/sdk-py/py-guest build "{{NAME}}")"
+    elif [ -f "guests/{{NAME}}/Cargo.toml" ]; then
+        # With the shipped guests: the same features as `build-guests`, so neither rebuilds
+        # the other's dependencies.
+        packages=(-p "{{NAME}}"); for g in {{guests}}; do packages+=(-p "$g"); done
+        cargo build --profile guest --target wasm32-wasip2 --target-dir {{guest_target}} "${packages[@]}"
+        name="{{NAME}}"
+        "{{just_executable()}}" _install "$name" "{{guest_target}}/wasm32-wasip2/guest/${name//-/_}.wasm"
+    else
+        echo "guests/{{NAME}} is neither a Rust guest (Cargo.toml) nor a Python guest (app.py)" >&2; exit 1
+    fi
+
+# Copies a built guest to guests/dist/NAME.wasm: written next to it, then renamed, so a watcher never sees half a file.
+_install NAME BUILT:
+    @mkdir -p guests/dist
+    @cp "{{BUILT}}" "guests/dist/.{{NAME}}.wasm.tmp"
+    @mv -f "guests/dist/.{{NAME}}.wasm.tmp" "guests/dist/{{NAME}}.wasm"
+    @echo "guests/dist/{{NAME}}.wasm  $(wc -c < "guests/dist/{{NAME}}.wasm") bytes"
+
+# Compile guests ahead of time for ARCH (aarch64: the Pi) into guests/dist/precompiled/, so the Pi never runs Cranelift on them (GUESTS: files; default: the manifest's guests)
+precompile ARCH="aarch64" *GUESTS:
+    cargo run --release -p pi-agent -- pipeline compile --target {{ARCH}} {{GUESTS}}
 
 # Run the Telegram bot (creates .env from .env.example on first use)
 run: _env build-guests
@@ -94,6 +120,10 @@ bench-dashboard:
 bench-llm:
     cargo bench -p pi-agent-tests --bench llm
 
+# What a guest in Python costs next to the same guest in Rust: size, compile, load, per message, the bot's RSS
+bench-python:
+    cargo bench -p pi-agent-tests --bench python
+
 # What CI runs
 ci: check lint test
 
@@ -141,7 +171,7 @@ _cross-tools arch:
     fi
     command -v cargo-zigbuild >/dev/null 2>&1 || { echo "cargo-zigbuild was installed but is not on PATH" >&2; exit 1; }
 
-# Run dist/aarch64 under qemu-user: the default pipeline end to end (check, run, fixtures) and the sandbox limits, on Cranelift's arm64 backend
+# Run dist/aarch64 under qemu-user: the default pipeline end to end (check, run, fixtures), the sandbox limits, and a Python guest precompiled for aarch64, on Cranelift's arm64 backend
 check-qemu: (dist "aarch64")
     #!/usr/bin/env bash
     set -euo pipefail
@@ -152,6 +182,7 @@ check-qemu: (dist "aarch64")
     # shell's variables nor a .env here (dotenv looks in parent directories) reach the binary.
     work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
     cp -r dist/aarch64 "$work/pi-agent"
+    cp guests/dist/py-persona.wasm "$work/pi-agent/guests/dist/"
     cd "$work/pi-agent"
     pi() { env -i PATH="$PATH" DATA_DIR="$work/data" qemu-aarch64-static ./pi-agent "$@"; }
     TIMEFORMAT="  %R s (emulated aarch64, qemu-user)"
@@ -173,6 +204,13 @@ check-qemu: (dist "aarch64")
         grep -q "$expect" "$work/out.txt" || { echo "FAILED: '$message' did not fail as expected:" >&2; cat "$work/out.txt" >&2; exit 1; }
         echo "  $message → $(grep -m1 "$expect" "$work/out.txt")"
     done
+    echo "== a Python guest: py-persona compiled for aarch64 into precompiled/ (the very bytes a PC writes with --target aarch64), then loaded from there"
+    time pi pipeline compile --target aarch64 guests/dist/py-persona.wasm
+    sed 's|guests/dist/persona.wasm|guests/dist/py-persona.wasm|' pipeline.toml > py-persona.toml
+    time pi pipeline check --manifest py-persona.toml | tee "$work/check.txt"
+    grep -q '^persona .* precompiled ' "$work/check.txt" || { echo "FAILED: py-persona was not loaded from precompiled/" >&2; exit 1; }
+    echo "== pipeline test with the Python persona (the shipped fixtures)"
+    time pi pipeline test --manifest py-persona.toml
     echo "ok: dist/aarch64 runs the pipeline under emulation"
 
 # Build the amd64 image and run it with docker compose against a fake Telegram and Ollama on loopback until one message is answered (root; starts and stops its own dockerd)

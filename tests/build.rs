@@ -1,6 +1,8 @@
 //! Builds the guests the tests use (the default ones and the test guests) for
-//! wasm32-wasip2, and emits `pub const NAME: &str = "<path>.wasm"` for each, so tests refer
-//! to guests by constant, never by a hand-written path. Guests are never committed.
+//! wasm32-wasip2 — the Rust ones with cargo, the Python ones with componentize-py (through
+//! `guests/sdk-py/py-guest`, at the same time) — and emits `pub const NAME: &str =
+//! "<path>.wasm"` for each, so tests refer to guests by constant, never by a hand-written
+//! path. Guests are never committed.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,13 +19,27 @@ const GUESTS: &[&str] = &[
     "calendar",
 ];
 
+/// Python guests: directories with an `app.py`, built by `guests/sdk-py/py-guest`.
+const PYTHON_GUESTS: &[&str] = &["py-persona", "py-redact", "py-hostile"];
+
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let root = manifest_dir.parent().unwrap();
-    let guest_dirs = GUESTS.iter().map(|guest| format!("guests/{guest}"));
-    for watched in guest_dirs.chain(["guests/sdk", "wit", "Cargo.lock"].map(String::from)) {
+    let guest_dirs = GUESTS
+        .iter()
+        .chain(PYTHON_GUESTS)
+        .map(|guest| format!("guests/{guest}"));
+    let shared = ["guests/sdk", "guests/sdk-py", "wit", "Cargo.lock"].map(String::from);
+    for watched in guest_dirs.chain(shared) {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
+    // Started first, so componentize-py works while cargo builds the Rust guests.
+    let python = Command::new(root.join("guests/sdk-py/py-guest"))
+        .arg("build")
+        .args(PYTHON_GUESTS)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("running guests/sdk-py/py-guest to build the Python test guests");
     // The same target dir and profile as `just build-guests`, so each is built once. A
     // separate dir from the outer build's also avoids waiting on its lock.
     let target_dir = root.join("target/guests");
@@ -61,7 +77,30 @@ fn main() {
          (or `rustup target add wasm32-wasip2`)"
     );
 
+    let python = python
+        .wait_with_output()
+        .expect("building the Python guests");
+    assert!(
+        python.status.success(),
+        "building the Python guests failed (see above); `bash .ci/setup` installs componentize-py"
+    );
+    let python_paths = String::from_utf8(python.stdout).expect("py-guest prints paths");
+
     let mut consts = String::new();
+    for (guest, wasm) in PYTHON_GUESTS.iter().zip(python_paths.lines()) {
+        consts.push_str(&format!(
+            "/// `{guest}` (Python) built with componentize-py.\npub const {}: &str = {wasm:?};\n",
+            guest.replace('-', "_").to_uppercase(),
+        ));
+    }
+    consts.push_str(&format!(
+        "/// Every Python guest above.\npub const PYTHON: &[&str] = &[{}];\n",
+        PYTHON_GUESTS
+            .iter()
+            .map(|g| g.replace('-', "_").to_uppercase())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     for guest in GUESTS {
         // Libraries' files use underscores, binaries' keep the package name.
         let out = target_dir.join("wasm32-wasip2/guest");
@@ -76,6 +115,9 @@ fn main() {
             wasm.display().to_string()
         ));
     }
+    // Rewritten only when it changes: a new file would rebuild every test binary.
     let out = Path::new(&std::env::var("OUT_DIR").unwrap()).join("guests.rs");
-    std::fs::write(out, consts).unwrap();
+    if std::fs::read_to_string(&out).ok().as_deref() != Some(consts.as_str()) {
+        std::fs::write(out, consts).unwrap();
+    }
 }

@@ -2,8 +2,11 @@
 //! temporary directories, and fakes of the Telegram Bot API and Ollama on loopback.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use pi_agent::pipeline::{CompileCache, GuestEngine, KvDatabase, Pipeline, StageLimits};
+use pi_agent::pipeline::{
+    Arch, CompileCache, GuestEngine, KvDatabase, Pipeline, StageLimits, precompile,
+};
 
 pub mod bot;
 pub mod fake_calendar;
@@ -15,9 +18,29 @@ pub mod fake_telegram;
 pub mod fake_weather;
 pub mod proc_stats;
 
-/// Paths of the guests the build script compiled (`PERSONA`, `TELEGRAM_HTML`, `HOSTILE`).
+/// Paths of the guests the build script compiled (`PERSONA`, `TELEGRAM_HTML`, `HOSTILE`, …;
+/// the Python ones, `PY_PERSONA`, …, through [`python`]).
 pub mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+/// `guest`, one of the Python guests, which are all compiled ahead of time for this machine
+/// into `precompiled/` beside them the first time this is called in a test process (and
+/// only when a guest changed since the last run): every load takes them from there, as a Pi
+/// takes what a PC compiled, instead of spending Cranelift's seconds on an 18 MB component
+/// in every test that loads one.
+pub fn python(guest: &'static str) -> &'static str {
+    static PRECOMPILED: OnceLock<()> = OnceLock::new();
+    PRECOMPILED.get_or_init(|| {
+        let compiler = Arch::host()
+            .expect("tests run on aarch64 or x86_64")
+            .compiler()
+            .expect("an engine for this architecture");
+        for guest in guests::PYTHON {
+            precompile(&compiler, Path::new(guest)).unwrap_or_else(|e| panic!("{e:#}"));
+        }
+    });
+    guest
 }
 
 /// Serves `app` on `127.0.0.1:<free port>` until the handle is aborted (the fakes abort it

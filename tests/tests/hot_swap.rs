@@ -5,9 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pi_agent::pipeline::PRECOMPILED_DIR;
 use pi_agent_tests::bot::{FRIEND, Harness, OWNER, PATIENCE};
 use pi_agent_tests::fake_ollama::Script;
-use pi_agent_tests::guests;
+use pi_agent_tests::{guests, python};
 
 /// A directory with `fmt.wasm` (the formatter under test) and a manifest using it before
 /// the telegram-html shaper.
@@ -40,6 +41,21 @@ impl SwapDir {
 
     fn replace_formatter(&self, bytes: &[u8]) {
         replace_atomically(&self.dir.join("fmt.wasm"), bytes);
+    }
+
+    /// Copies what `pipeline compile` left beside `guest` into `precompiled/` here, as a
+    /// deployment to a Pi does before the guest itself.
+    fn copy_precompiled(&self, guest: &str) {
+        let from = Path::new(guest).parent().unwrap().join(PRECOMPILED_DIR);
+        let to = self.dir.join(PRECOMPILED_DIR);
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap().path();
+            replace_atomically(
+                &to.join(entry.file_name().unwrap()),
+                &std::fs::read(&entry).unwrap(),
+            );
+        }
     }
 }
 
@@ -126,6 +142,26 @@ async fn a_formatter_swapped_mid_stream_serves_every_message_wholly_old_or_new()
         .filter(|m| m.visible_text.to_lowercase().starts_with("echo: "))
         .count();
     assert_eq!(answers, texts.len() + 1, "none lost, none failed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_python_guest_swapped_in_serves_the_next_message_without_compiling_on_the_pi() {
+    let (mut h, swap) = harness_with(guests::PERSONA).await;
+    let _bot = h.bot(&[]);
+    h.wait_until_polling().await;
+    assert_eq!(ask(&h, "before the swap").await, "echo: before the swap");
+    // py-hostile uppercases the message with a snake in front and, as a shaper, the reply.
+    swap.copy_precompiled(python(guests::PY_HOSTILE));
+    swap.replace_formatter(&std::fs::read(guests::PY_HOSTILE).unwrap());
+    wait_for_reloads(&h, 1).await;
+    h.telegram.push_message(FRIEND, FRIEND, "after the swap");
+    h.wait_for_message(FRIEND, |m| m.visible_text == "🐍 ECHO: 🐍 AFTER THE SWAP")
+        .await;
+    assert!(
+        h.logs().contains("fmt (formatter+shaper, ") && h.logs().contains(", precompiled)"),
+        "the Python guest came from precompiled/, not Cranelift: {}",
+        h.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, Env, LogFormat, PipelineConfig, data_dir, default_model};
+use crate::pipeline::Arch;
 
 #[derive(Parser)]
 #[command(
@@ -71,12 +72,24 @@ pub enum PipelineCommand {
         /// Fixture directory [default: the manifest's `fixtures`]
         dir: Option<PathBuf>,
     },
-    /// Compile the guest on stdin into the compile cache in DIR. The bot runs this as a
-    /// short-lived child, so Cranelift's memory leaves with it.
-    #[command(hide = true)]
+    /// Compile guests ahead of time for a machine of ARCH, into `precompiled/` beside each
+    /// guest, where a bot on such a machine loads them instead of compiling: on a PC,
+    /// `--target aarch64` compiles a Python guest for the Pi in seconds, which would take
+    /// the Pi minutes and much of its memory.
     Compile {
+        /// Manifest whose guests to compile [default: $PIPELINE_MANIFEST or pipeline.toml]
         #[arg(long)]
-        cache_dir: PathBuf,
+        manifest: Option<PathBuf>,
+        /// aarch64 (a Raspberry Pi 4 or 5 with a 64-bit OS) or x86_64 [default: this
+        /// machine's]
+        #[arg(long)]
+        target: Option<Arch>,
+        /// Guest files to compile [default: every guest of the manifest]
+        guests: Vec<PathBuf>,
+        /// Compile the guest on stdin into the compile cache in DIR, for this machine: the
+        /// bot runs this as a short-lived child, so Cranelift's memory leaves with it.
+        #[arg(long, hide = true, conflicts_with_all = ["manifest", "target", "guests"])]
+        cache_dir: Option<PathBuf>,
     },
 }
 

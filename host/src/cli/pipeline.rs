@@ -13,7 +13,8 @@ use super::PipelineCommand;
 use super::fixtures::{self, Run};
 use crate::config::PipelineConfig;
 use crate::pipeline::{
-    CompileCache, CompileSource, ContentHash, FormatOutcome, GuestEngine, Pipeline,
+    Arch, ContentHash, FormatOutcome, Manifest, PRECOMPILED_DIR, Pipeline, compile_into,
+    native_compiler, precompile,
 };
 use crate::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role};
 
@@ -45,20 +46,60 @@ pub async fn run(
             )?;
             test(&pipeline, model, &dir).await
         }
-        PipelineCommand::Compile { cache_dir } => {
+        PipelineCommand::Compile {
+            cache_dir: Some(cache_dir),
+            ..
+        } => {
             let mut bytes = Vec::new();
             std::io::stdin()
                 .read_to_end(&mut bytes)
                 .context("cannot read the guest from stdin")?;
-            let engine = GuestEngine::new()?;
-            CompileCache::new(cache_dir).load_or_compile(
-                engine.engine(),
-                &bytes,
-                ContentHash::of(&bytes),
-            )?;
+            let hash = ContentHash::of(&bytes);
+            compile_into(&native_compiler()?, &cache_dir, &bytes, hash)?;
             Ok(ExitCode::SUCCESS)
         }
+        PipelineCommand::Compile {
+            manifest,
+            target,
+            guests,
+            cache_dir: None,
+        } => {
+            let guests = match guests.is_empty() {
+                false => guests,
+                true => Manifest::guest_paths(&manifest.unwrap_or(config.manifest))?,
+            };
+            let target = target.or_else(Arch::host).context(
+                "this machine's architecture has no precompiled guests: pass --target aarch64 or x86_64",
+            )?;
+            compile(target, &guests)
+        }
     }
+}
+
+/// `pipeline compile --target`: each guest into `precompiled/` beside it, one line each.
+fn compile(target: Arch, guests: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let compiler = target.compiler()?;
+    println!(
+        "{} guest(s) for {target}, into {PRECOMPILED_DIR}/ beside each:",
+        guests.len()
+    );
+    for guest in guests {
+        let done = precompile(&compiler, guest)?;
+        let what = match done.compile_time {
+            Some(took) => format!("compiled in {:.1} s", took.as_secs_f64()),
+            None => "up to date".into(),
+        };
+        let removed = match done.removed {
+            0 => String::new(),
+            n => format!(", {n} old entr{} removed", if n == 1 { "y" } else { "ies" }),
+        };
+        println!(
+            "{}  {:>7.1} MB  {what}{removed}",
+            guest.display(),
+            done.size_bytes as f64 / 1e6
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn load(config: &PipelineConfig, manifest: Option<PathBuf>) -> anyhow::Result<Arc<Pipeline>> {
@@ -114,23 +155,19 @@ fn check(pipeline: &Pipeline) -> anyhow::Result<ExitCode> {
         pipeline.stages().len()
     );
     println!(
-        "{:<16} {:<17} {:<5} {:>10} {:<12} {:>9} {:<8} {:>8} {:>8} {:>8}  grants",
+        "{:<16} {:<17} {:<5} {:>10} {:<12} {:>9} {:<11} {:>8} {:>8} {:>8}  grants",
         "stage", "role", "wit", "size", "hash", "load", "compile", "memory", "timeout", "output"
     );
     for s in pipeline.stages() {
-        let source = match s.source {
-            CompileSource::Cache => "cached",
-            CompileSource::Compiled => "compiled",
-        };
         println!(
-            "{:<16} {:<17} {:<5} {:>6} KiB {:<12} {:>6} ms {:<8} {:>4} MiB {:>5} ms {:>4} KiB  {}",
+            "{:<16} {:<17} {:<5} {:>6} KiB {:<12} {:>6} ms {:<11} {:>4} MiB {:>5} ms {:>4} KiB  {}",
             s.name,
             s.role.to_string(),
             s.wit_version.to_string(),
             s.size_bytes.div_ceil(1024),
             s.hash.short(),
             s.load_time.as_millis(),
-            source,
+            s.source.label(),
             s.limits.memory_mib(),
             s.limits.timeout.as_millis(),
             s.limits.max_output_bytes / 1024,

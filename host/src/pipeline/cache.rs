@@ -1,10 +1,19 @@
-//! On-disk cache of compiled components, keyed by the component's content hash and the
+//! Compiled components on disk, keyed by the component's content hash and the compiling
 //! engine's compatibility hash, so a restart on a Pi does not run Cranelift again.
 //!
-//! Entry file: `<sha256 of component>-<engine hash>.cwasm`, holding a SHA-256 of the
-//! payload followed by the payload (wasmtime's serialized component). The checksum is
-//! verified before anything is deserialized: a truncated or corrupt entry (power cut
-//! mid-write, disk error) is deleted and rebuilt, never trusted.
+//! Two places hold them:
+//! - the bot's own cache (`DATA_DIR/cache`): what this machine compiled, for its CPU;
+//! - `precompiled/` beside a guest, read-only: what `pipeline compile --target ARCH` (on
+//!   this machine or a PC) compiled for the architecture's baseline. A Pi finds there a
+//!   Python guest the PC compiled in seconds, and never runs Cranelift on it.
+//!
+//! An entry file (`<sha256 of component>-<engine hash>.cwasm`) is wasmtime's serialized
+//! component followed by its SHA-256. The checksum is verified before anything is
+//! deserialized: a truncated or corrupt entry (power cut mid-write, disk error) is never
+//! trusted — deleted and rebuilt in the bot's cache, passed over in `precompiled/`. A valid
+//! entry is *mapped*, not read: its code and a guest's initial memory stay pages of the
+//! file, which the kernel may drop and read back, instead of becoming the bot's own memory
+//! (an 18 MB Python guest compiles to some 35 MB).
 //!
 //! A long-running bot compiles a miss in a child process (`pi-agent pipeline compile`,
 //! see [`CompileCache::in_child_process`]) and loads the entry it wrote: Cranelift's
@@ -14,18 +23,27 @@
 use std::fmt;
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::Write as _;
+use std::io::{Read as _, Seek as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// How many entries to keep; older ones (by last use) are removed. Each is a few MiB, and
-/// every rebuilt guest adds one.
+use super::engine::GuestEngine;
+
+/// How many entries the bot's cache keeps; older ones (by last use) are removed. Each is a
+/// few MiB (a Python guest's some 35 MiB), and every rebuilt guest adds one.
 const MAX_ENTRIES: usize = 32;
 const EXTENSION: &str = "cwasm";
+/// The directory beside a guest where `pipeline compile` leaves it compiled.
+pub const PRECOMPILED_DIR: &str = "precompiled";
+/// Part of every entry's key: changes when the entry file's layout does, so a bot never
+/// reads an entry of another layout as a corrupt one.
+const LAYOUT: u32 = 2;
+const CHECKSUM_BYTES: u64 = 32;
 
 /// SHA-256 of a guest's bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,13 +75,25 @@ impl fmt::Debug for ContentHash {
 /// Where a component came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompileSource {
-    /// Deserialized from a verified cache entry.
+    /// Loaded from a verified entry of the bot's cache.
     Cache,
+    /// Loaded from a verified entry in `precompiled/` beside the guest.
+    Precompiled,
     /// Compiled by Cranelift (and stored, if the cache is enabled).
     Compiled,
 }
 
-/// The cache directory, or none to always compile.
+impl CompileSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Cache => "cached",
+            Self::Precompiled => "precompiled",
+            Self::Compiled => "compiled",
+        }
+    }
+}
+
+/// The cache directory, or none to always compile (what is not precompiled).
 #[derive(Debug, Clone)]
 pub struct CompileCache {
     dir: Option<PathBuf>,
@@ -79,6 +109,7 @@ impl CompileCache {
         }
     }
 
+    /// No cache directory of its own: every guest is compiled, unless it is precompiled.
     pub fn disabled() -> Self {
         Self {
             dir: None,
@@ -95,25 +126,51 @@ impl CompileCache {
         self
     }
 
-    /// Returns the compiled component for `bytes`, from the cache when a valid entry exists.
+    /// Returns the compiled component for `bytes` (the guest at `guest`): from the cache
+    /// when it holds a valid entry, else from `precompiled/` beside the guest, else
+    /// compiled (in the child process, if set) and stored in the cache. Without a cache
+    /// directory, `precompiled/` is still looked in.
     pub fn load_or_compile(
         &self,
-        engine: &Engine,
+        engine: &GuestEngine,
+        guest: &Path,
         bytes: &[u8],
         hash: ContentHash,
     ) -> wasmtime::Result<(Component, CompileSource)> {
-        let Some(dir) = &self.dir else {
-            return Ok((Component::new(engine, bytes)?, CompileSource::Compiled));
-        };
-        let entry = dir.join(format!("{hash}-{:016x}.{EXTENSION}", engine_hash(engine)));
-        if let Some(component) = read_entry(engine, &entry) {
-            touch(&entry);
-            return Ok((component, CompileSource::Cache));
+        let native = engine.engine();
+        let entry = self
+            .dir
+            .as_ref()
+            .map(|dir| dir.join(entry_name(hash, native)));
+        if let Some(entry) = &entry {
+            match load_entry(native, entry) {
+                Ok(Some(component)) => {
+                    touch(entry);
+                    return Ok((component, CompileSource::Cache));
+                }
+                Ok(None) => {}
+                Err(reason) => discard(entry, &reason),
+            }
         }
+        if let Some(portable) = engine.portable() {
+            let precompiled = precompiled_dir(guest).join(entry_name(hash, portable));
+            match load_entry(native, &precompiled) {
+                Ok(Some(component)) => return Ok((component, CompileSource::Precompiled)),
+                Ok(None) => {}
+                // Not ours to delete (and often mounted read-only): compiled here instead.
+                Err(reason) => tracing::warn!(
+                    path = %precompiled.display(),
+                    "ignoring an invalid precompiled guest ({reason}); compiling it here"
+                ),
+            }
+        }
+        let (Some(dir), Some(entry)) = (&self.dir, &entry) else {
+            return Ok((Component::new(native, bytes)?, CompileSource::Compiled));
+        };
         if let Some(program) = &self.compiler {
             match compile_in_child(program, dir, bytes) {
                 Ok(()) => {
-                    if let Some(component) = read_entry(engine, &entry) {
+                    if let Ok(Some(component)) = load_entry(native, entry) {
                         return Ok((component, CompileSource::Compiled));
                     }
                     tracing::warn!(
@@ -129,18 +186,122 @@ impl CompileCache {
                 Err(ChildError::Failed(message)) => return Err(wasmtime::format_err!("{message}")),
             }
         }
-        let component = Component::new(engine, bytes)?;
-        match component.serialize() {
-            Ok(payload) => {
-                if let Err(e) = write_entry(dir, &entry, &payload) {
-                    tracing::warn!(path = %entry.display(), "cannot write compile cache entry: {e}");
-                }
-                prune(dir);
-            }
-            Err(e) => tracing::warn!("cannot serialize compiled component: {e}"),
-        }
+        let component = compile_into(native, dir, bytes, hash)?;
         Ok((component, CompileSource::Compiled))
     }
+}
+
+/// Compiles `bytes` with `engine` and stores the entry in the cache `dir` (what the child
+/// process of [`CompileCache::in_child_process`] runs). A failure to store is logged: the
+/// component is still good.
+pub fn compile_into(
+    engine: &Engine,
+    dir: &Path,
+    bytes: &[u8],
+    hash: ContentHash,
+) -> wasmtime::Result<Component> {
+    let component = Component::new(engine, bytes)?;
+    let entry = dir.join(entry_name(hash, engine));
+    match component.serialize() {
+        Ok(payload) => {
+            if let Err(e) = write_entry(&entry, &payload) {
+                tracing::warn!(path = %entry.display(), "cannot write compile cache entry: {e}");
+            }
+            prune(dir);
+        }
+        Err(e) => tracing::warn!("cannot serialize compiled component: {e}"),
+    }
+    Ok(component)
+}
+
+/// A guest compiled ahead of time by [`precompile`].
+#[derive(Debug)]
+pub struct Precompiled {
+    /// The entry, in `precompiled/` beside the guest.
+    pub entry: PathBuf,
+    pub size_bytes: u64,
+    /// Time spent compiling; `None` when a valid entry was there already.
+    pub compile_time: Option<Duration>,
+    /// Entries of guests no longer in the guest's directory, removed.
+    pub removed: usize,
+}
+
+/// Compiles the guest at `guest` with `compiler` (an [`Arch::compiler`] engine) into
+/// `precompiled/` beside it, where a bot of that architecture finds it, unless a valid entry
+/// is there already; then removes that architecture's entries for guests no longer in the
+/// directory, so old builds do not pile up (or travel to the Pi with every rsync).
+///
+/// [`Arch::compiler`]: super::engine::Arch::compiler
+pub fn precompile(compiler: &Engine, guest: &Path) -> anyhow::Result<Precompiled> {
+    use anyhow::Context as _;
+    let bytes = fs::read(guest).with_context(|| format!("cannot read {}", guest.display()))?;
+    let hash = ContentHash::of(&bytes);
+    let dir = precompiled_dir(guest);
+    let entry = dir.join(entry_name(hash, compiler));
+    let compile_time = if verified(&entry).unwrap_or(false) {
+        None
+    } else {
+        let started = Instant::now();
+        let payload = compiler.precompile_component(&bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{} is not a valid WebAssembly component: {e:#}",
+                guest.display()
+            )
+        })?;
+        let took = started.elapsed();
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        write_entry(&entry, &payload)
+            .with_context(|| format!("cannot write {}", entry.display()))?;
+        Some(took)
+    };
+    let removed = remove_stale(&dir, guest.parent().unwrap_or(Path::new(".")), compiler);
+    Ok(Precompiled {
+        size_bytes: fs::metadata(&entry)?.len(),
+        entry,
+        compile_time,
+        removed,
+    })
+}
+
+/// `precompiled/` in the directory of the guest at `guest`.
+fn precompiled_dir(guest: &Path) -> PathBuf {
+    guest
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(PRECOMPILED_DIR)
+}
+
+/// Removes the entries in `dir` that `compiler` made for components no longer among the
+/// guests (`*.wasm`) in `guests`; returns how many.
+fn remove_stale(dir: &Path, guests: &Path, compiler: &Engine) -> usize {
+    let suffix = format!("-{:016x}.{EXTENSION}", engine_hash(compiler));
+    let current: std::collections::HashSet<String> = fs::read_dir(guests)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .filter_map(|p| fs::read(p).ok())
+        .map(|bytes| ContentHash::of(&bytes).to_string())
+        .collect();
+    let mut removed = 0;
+    for path in fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+    {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if let Some(content) = name.strip_suffix(&suffix)
+            && !current.contains(content)
+            && fs::remove_file(&path).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Why a compiler process did not compile.
@@ -176,34 +337,53 @@ fn compile_in_child(program: &Path, dir: &Path, bytes: &[u8]) -> Result<(), Chil
     Err(ChildError::Failed(message))
 }
 
-/// Changes whenever the wasmtime version or any setting that affects compiled code does.
+/// Changes whenever the wasmtime version, the target or any setting that affects compiled
+/// code does, and with the entry layout.
 fn engine_hash(engine: &Engine) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
+    LAYOUT.hash(&mut hasher);
     hasher.finish()
 }
 
-fn read_entry(engine: &Engine, path: &Path) -> Option<Component> {
-    let data = fs::read(path).ok()?;
-    let verified = data
-        .split_at_checked(32)
-        .filter(|(checksum, payload)| *checksum == Sha256::digest(payload).as_slice())
-        .map(|(_, payload)| payload);
-    let Some(payload) = verified else {
-        discard(path, "checksum mismatch");
-        return None;
-    };
-    // SAFETY: `deserialize` trusts its input to be wasmtime's own output for a compatible
-    // engine. The payload is exactly what `serialize` wrote (checksum verified above) under
-    // a key that includes this engine's compatibility hash; wasmtime re-checks its version
-    // and settings header as well.
-    match unsafe { Component::deserialize(engine, payload) } {
-        Ok(component) => Some(component),
-        Err(e) => {
-            discard(path, &e.to_string());
-            None
-        }
+/// The file name of `hash`'s entry as compiled by `engine`.
+fn entry_name(hash: ContentHash, engine: &Engine) -> String {
+    format!("{hash}-{:016x}.{EXTENSION}", engine_hash(engine))
+}
+
+/// The component in the entry at `path`: `None` if there is none, the reason if it is not
+/// valid.
+fn load_entry(engine: &Engine, path: &Path) -> Result<Option<Component>, String> {
+    match verified(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+        Ok(false) => return Err("checksum mismatch".into()),
+        Ok(true) => {}
     }
+    // SAFETY: `deserialize_file` trusts its input to be wasmtime's own output for a
+    // compatible engine, and maps it: the file must not change while mapped. The payload is
+    // exactly what `serialize` wrote (checksum verified above) under a key that includes the
+    // compiling engine's compatibility hash; wasmtime re-checks its version, target and
+    // settings header as well. Entries are only ever replaced by renaming a new file over
+    // them, which leaves the mapped one intact.
+    unsafe { Component::deserialize_file(engine, path) }
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// Whether the entry at `path` ends with the SHA-256 of what comes before; read in chunks,
+/// so checking a 35 MiB entry costs no memory.
+fn verified(path: &Path) -> std::io::Result<bool> {
+    let mut file = fs::File::open(path)?;
+    let Some(payload) = file.metadata()?.len().checked_sub(CHECKSUM_BYTES) else {
+        return Ok(false);
+    };
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut (&mut file).take(payload), &mut hasher)?;
+    let mut checksum = [0; CHECKSUM_BYTES as usize];
+    file.seek(std::io::SeekFrom::Start(payload))?;
+    file.read_exact(&mut checksum)?;
+    Ok(checksum == hasher.finalize().as_slice())
 }
 
 fn discard(path: &Path, reason: &str) {
@@ -211,15 +391,18 @@ fn discard(path: &Path, reason: &str) {
     let _ = fs::remove_file(path);
 }
 
-/// Writes to a temporary file and renames it into place, so a reader never sees half an
-/// entry (and the checksum catches a power cut between write and rename on weak media).
-fn write_entry(dir: &Path, entry: &Path, payload: &[u8]) -> std::io::Result<()> {
-    fs::create_dir_all(dir)?;
+/// Writes the payload and its checksum to a temporary file and renames it into place, so a
+/// reader never sees half an entry (and the checksum catches a power cut between write and
+/// rename on weak media).
+fn write_entry(entry: &Path, payload: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = entry.parent() {
+        fs::create_dir_all(dir)?;
+    }
     let tmp = entry.with_extension(format!("tmp{}", std::process::id()));
-    let mut data = Vec::with_capacity(32 + payload.len());
-    data.extend_from_slice(&Sha256::digest(payload));
-    data.extend_from_slice(payload);
-    fs::write(&tmp, &data)?;
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(payload)?;
+    file.write_all(&Sha256::digest(payload))?;
+    drop(file);
     fs::rename(&tmp, entry)
 }
 
@@ -250,30 +433,81 @@ fn prune(dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::engine::Arch;
 
     /// The smallest valid component: a header and nothing else.
     const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\0\x01\0";
 
-    fn load(cache: &CompileCache) -> wasmtime::Result<CompileSource> {
+    /// A guest file holding the empty component, in a directory of its own.
+    fn guest() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let guest = dir.path().join("empty.wasm");
+        fs::write(&guest, EMPTY_COMPONENT).unwrap();
+        (dir, guest)
+    }
+
+    fn load(cache: &CompileCache, guest: &Path) -> wasmtime::Result<CompileSource> {
+        let engine = GuestEngine::new().unwrap();
         let hash = ContentHash::of(EMPTY_COMPONENT);
-        let (_, source) = cache.load_or_compile(&Engine::default(), EMPTY_COMPONENT, hash)?;
+        let (_, source) = cache.load_or_compile(&engine, guest, EMPTY_COMPONENT, hash)?;
         Ok(source)
     }
 
     #[test]
     fn a_compiler_process_that_cannot_start_falls_back_to_compiling_here() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = CompileCache::new(dir.path().to_owned())
+        let (dir, guest) = guest();
+        let cache = CompileCache::new(dir.path().join("cache"))
             .in_child_process("/nonexistent/pi-agent".into());
-        assert_eq!(load(&cache).unwrap(), CompileSource::Compiled);
-        assert_eq!(load(&cache).unwrap(), CompileSource::Cache);
+        assert_eq!(load(&cache, &guest).unwrap(), CompileSource::Compiled);
+        assert_eq!(load(&cache, &guest).unwrap(), CompileSource::Cache);
     }
 
     #[test]
     fn a_compiler_process_that_fails_fails_the_load_with_its_reason() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = CompileCache::new(dir.path().to_owned()).in_child_process("false".into());
-        let error = load(&cache).unwrap_err().to_string();
+        let (dir, guest) = guest();
+        let cache = CompileCache::new(dir.path().join("cache")).in_child_process("false".into());
+        let error = load(&cache, &guest).unwrap_err().to_string();
         assert_eq!(error, "the compiler process failed (exit status: 1)");
+    }
+
+    #[test]
+    fn a_guest_precompiled_for_this_architecture_is_loaded_from_beside_it() {
+        let (dir, guest) = guest();
+        let compiler = Arch::host().unwrap().compiler().unwrap();
+        let first = precompile(&compiler, &guest).unwrap();
+        assert!(first.compile_time.is_some());
+        assert_eq!(
+            first.entry.parent().unwrap(),
+            dir.path().join(PRECOMPILED_DIR)
+        );
+        let again = precompile(&compiler, &guest).unwrap();
+        assert_eq!(
+            (again.entry, again.compile_time),
+            (first.entry.clone(), None)
+        );
+
+        let cache = CompileCache::new(dir.path().join("cache")).in_child_process("false".into());
+        assert_eq!(load(&cache, &guest).unwrap(), CompileSource::Precompiled);
+
+        // A corrupt entry is passed over (and left alone): the guest is compiled here.
+        let mut bytes = fs::read(&first.entry).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        fs::write(&first.entry, &bytes).unwrap();
+        let cache = CompileCache::new(dir.path().join("cache"));
+        assert_eq!(load(&cache, &guest).unwrap(), CompileSource::Compiled);
+        assert!(first.entry.exists());
+    }
+
+    #[test]
+    fn precompiling_removes_the_entries_of_guests_no_longer_there() {
+        let (_dir, guest) = guest();
+        let compiler = Arch::host().unwrap().compiler().unwrap();
+        let old = precompile(&compiler, &guest).unwrap().entry;
+        // The guest is rebuilt: another component under the same name.
+        fs::write(&guest, b"\0asm\x0d\0\x01\0\0\x02\x01a").unwrap();
+        let new = precompile(&compiler, &guest).unwrap();
+        assert_eq!(new.removed, 1);
+        assert!(!old.exists() && new.entry.exists());
     }
 }

@@ -54,14 +54,13 @@ pub struct GuestEngine {
     engine: Engine,
     linker: Linker<StageState>,
     slots: Semaphore,
+    portable: Option<Engine>,
     _ticker: EpochTicker,
 }
 
 impl GuestEngine {
     pub fn new() -> anyhow::Result<Arc<Self>> {
-        let mut config = Config::new();
-        config.epoch_interruption(true);
-        config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+        let mut config = code_settings();
         // Every message instantiates each stage afresh, so instantiation must be cheap: a
         // pool of pre-reserved slots makes it a few microseconds instead of an mmap/munmap
         // round per memory. Wasmtime's *default* pool (1000 slots) would reserve terabytes
@@ -70,10 +69,6 @@ impl GuestEngine {
         // holds at least one, so the other pools are sized for that many calls each using
         // the most a store may have (see `limits`): a call that got its memory slots never
         // finds another pool full.
-        config.memory_reservation(MEMORY_RESERVATION);
-        config.memory_guard_size(MEMORY_GUARD);
-        config.guard_before_linear_memory(true);
-        config.memory_reservation_for_growth(0);
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(MEMORY_SLOTS)
             .total_core_instances(MEMORY_SLOTS * MAX_INSTANCES as u32)
@@ -91,17 +86,27 @@ impl GuestEngine {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         sandbox::link(&mut linker)?;
+        let portable = Arch::host().map(Arch::compiler).transpose()?;
         let ticker = EpochTicker::start(engine.clone());
         Ok(Arc::new(Self {
             engine,
             linker,
             slots: Semaphore::new(MEMORY_SLOTS as usize),
+            portable,
             _ticker: ticker,
         }))
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// An engine that compiles for this machine's architecture as `pipeline compile
+    /// --target` does on another: what it compiles loads here, so its compatibility hash
+    /// names the precompiled entries this engine may use. `None` on an architecture
+    /// guests are not precompiled for.
+    pub fn portable(&self) -> Option<&Engine> {
+        self.portable.as_ref()
     }
 
     pub fn linker(&self) -> &Linker<StageState> {
@@ -115,6 +120,85 @@ impl GuestEngine {
             .acquire_many(count)
             .await
             .expect("the memory slot semaphore is never closed")
+    }
+}
+
+/// The settings that shape compiled code, the same for the bot's engine and for the engines
+/// that compile for a machine ahead of time (`Arch::compiler`): code compiled under other
+/// settings does not load.
+fn code_settings() -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    config.memory_reservation(MEMORY_RESERVATION);
+    config.memory_guard_size(MEMORY_GUARD);
+    config.guard_before_linear_memory(true);
+    config.memory_reservation_for_growth(0);
+    config
+}
+
+/// An engine that compiles for this very machine, CPU features included, as the bot's own
+/// does: what the child process of `CompileCache::in_child_process` compiles with (no
+/// instance pool, no linker: it never runs a guest).
+pub fn native_compiler() -> anyhow::Result<Engine> {
+    Ok(Engine::new(&code_settings())?)
+}
+
+/// An architecture guests can be compiled for ahead of time, on any machine
+/// (`pipeline compile --target`): a PC compiles a Python guest for the Pi in seconds, where
+/// the Pi would take minutes and much of its memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// A Raspberry Pi 4 or 5 with a 64-bit OS.
+    Aarch64,
+    X86_64,
+}
+
+impl Arch {
+    /// The architecture of this machine, if guests can be compiled for it ahead of time.
+    pub fn host() -> Option<Self> {
+        match std::env::consts::ARCH {
+            "aarch64" => Some(Self::Aarch64),
+            "x86_64" => Some(Self::X86_64),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Aarch64 => "aarch64",
+            Self::X86_64 => "x86_64",
+        }
+    }
+
+    /// An engine that compiles for every machine of this architecture: for its baseline
+    /// instruction set, never for CPU features detected where it runs (a Pi 4 has none of
+    /// the optional ones; code for the baseline runs on a Pi 5 too). Linux is the OS.
+    pub fn compiler(self) -> anyhow::Result<Engine> {
+        let mut config = code_settings();
+        config.target(&format!("{}-unknown-linux", self.name()))?;
+        Ok(Engine::new(&config)?)
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Arch {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "aarch64" | "arm64" => Ok(Self::Aarch64),
+            "x86_64" | "x86-64" | "amd64" => Ok(Self::X86_64),
+            other => Err(format!(
+                "'{other}' is not an architecture guests are compiled for: aarch64 (a \
+                 Raspberry Pi 4 or 5 with a 64-bit OS) or x86_64"
+            )),
+        }
     }
 }
 

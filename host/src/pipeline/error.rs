@@ -21,6 +21,10 @@ pub enum FailureKind {
     /// The guest panicked; `message` is its panic message from stderr when it printed one.
     #[error("panicked: {message}")]
     Panic { message: String },
+    /// A Python guest let an exception escape; `exception` is its type and message as the
+    /// traceback's last line gives them (`KeyError: 'name'`).
+    #[error("raised {exception}")]
+    Raised { exception: String },
     /// The guest called `exit` instead of returning an answer.
     #[error("exited (status {code}) instead of answering")]
     Exited { code: i32 },
@@ -41,6 +45,7 @@ impl FailureKind {
             Self::MemoryLimit { .. } => "memory",
             Self::OutputTooLarge { .. } => "output_too_large",
             Self::Panic { .. } => "panic",
+            Self::Raised { .. } => "exception",
             Self::Exited { .. } => "exit",
             Self::Trap(_) => "trap",
             Self::InvalidSchema(_) => "invalid_schema",

@@ -105,6 +105,21 @@ impl Manifest {
         Self::parse(path, &text, defaults)
     }
 
+    /// The guest files the manifest at `path` names, read without anything else (secrets
+    /// need not be set): what `pipeline compile` compiles.
+    pub fn guest_paths(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::ReadManifest {
+            path: path.to_owned(),
+            source,
+        })?;
+        let raw: RawManifest = toml::from_str(&text).map_err(|e| LoadError::InvalidManifest {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok(raw.stage.into_iter().map(|s| base.join(s.guest)).collect())
+    }
+
     /// Parses manifest text as if it were read from `path`.
     pub fn parse(path: &Path, text: &str, defaults: &StageLimits) -> Result<Self, LoadError> {
         Self::parse_with_env(path, text, defaults, |name| std::env::var(name).ok())

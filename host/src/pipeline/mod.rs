@@ -36,8 +36,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub use cache::{CompileCache, CompileSource, ContentHash};
-pub use engine::{GuestEngine, MEMORY_SLOTS};
+pub use cache::{
+    CompileCache, CompileSource, ContentHash, PRECOMPILED_DIR, Precompiled, compile_into,
+    precompile,
+};
+pub use engine::{Arch, GuestEngine, MEMORY_SLOTS, native_compiler};
 pub use error::{FailureKind, LoadError, StageError};
 pub use grants::Grants;
 pub use http::{MAX_RESPONSE_BODY, REQUESTS_PER_CALL};

@@ -57,7 +57,8 @@ impl fmt::Display for ReloadReport {
                 Some(old) => format!("{old} → {hash}"),
                 None => format!("new, {hash}"),
             };
-            write!(f, " {} ({}, {change})", stage.name, stage.role)?;
+            let source = stage.source.label();
+            write!(f, " {} ({}, {change}, {source})", stage.name, stage.role)?;
         }
         Ok(())
     }

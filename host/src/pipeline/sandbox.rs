@@ -19,6 +19,7 @@ use wasmtime_wasi::filesystem::{WasiFilesystem, WasiFilesystemView as _};
 use wasmtime_wasi::p2::bindings as wasi;
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::random::{WasiRandom, WasiRandomView as _};
+use wasmtime_wasi::sockets::{WasiSockets, WasiSocketsView as _};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
@@ -74,11 +75,16 @@ impl StageState {
         let stdout = CapturedOutput::default();
         let stderr = CapturedOutput::default();
         // `WasiCtxBuilder::new()` grants nothing: no preopened directories, no environment
-        // variables, no arguments, no network. Keep it that way; guests get what they need
-        // through the `host` interface, which the host controls.
+        // variables, no arguments, no socket address. Keep it that way; guests get what they
+        // need through the `host` interface and their stage's grants, which the host
+        // controls. Sockets are linked (Python guests import them) but refused twice over:
+        // no TCP or UDP socket may even be created, and no name looked up.
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
             .build();
         Self {
             http: GuestHttp::new(stage.clone(), grants.clone(), limits.timeout),
@@ -270,8 +276,10 @@ kv_interface!(v0_3_0);
 
 /// Links everything a guest may import: the `host` interface of each WIT version, `kv`,
 /// `wasi:http` (every request checked against the stage's grants) and WASI p2 (async
-/// bindings) *without* sockets, so a guest that imports `wasi:sockets` fails to load with
-/// a clear "unknown import".
+/// bindings). `wasi:sockets` is linked so that guests importing it load — every Python
+/// guest does, through CPython's `socket` module — but a guest's `WasiCtx` allows no
+/// socket and no name lookup (see `StageState::new`): network access is `wasi:http`
+/// through a grant, or nothing.
 pub fn link(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
     v0_1_0::StageGuest::add_to_linker::<_, HasSelf>(linker, |state| state)?;
     v0_2_0::StageGuest::add_to_linker::<_, HasSelf>(linker, |state| state)?;
@@ -296,6 +304,14 @@ pub fn link(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
     wasi::cli::terminal_stdin::add_to_linker::<_, WasiCli>(l, StageState::cli)?;
     wasi::cli::terminal_stdout::add_to_linker::<_, WasiCli>(l, StageState::cli)?;
     wasi::cli::terminal_stderr::add_to_linker::<_, WasiCli>(l, StageState::cli)?;
+    let network = wasi::sockets::network::LinkOptions::default();
+    wasi::sockets::network::add_to_linker::<_, WasiSockets>(l, &network, StageState::sockets)?;
+    wasi::sockets::instance_network::add_to_linker::<_, WasiSockets>(l, StageState::sockets)?;
+    wasi::sockets::ip_name_lookup::add_to_linker::<_, WasiSockets>(l, StageState::sockets)?;
+    wasi::sockets::tcp::add_to_linker::<_, WasiSockets>(l, StageState::sockets)?;
+    wasi::sockets::tcp_create_socket::add_to_linker::<_, WasiSockets>(l, StageState::sockets)?;
+    wasi::sockets::udp::add_to_linker::<_, WasiSockets>(l, StageState::sockets)?;
+    wasi::sockets::udp_create_socket::add_to_linker::<_, WasiSockets>(l, StageState::sockets)?;
     wasi::io::error::add_to_linker::<_, HasTable>(l, |s| &mut s.table)?;
     wasi::io::poll::add_to_linker::<_, HasTable>(l, |s| &mut s.table)?;
     wasi::io::streams::add_to_linker::<_, HasTable>(l, |s| &mut s.table)?;

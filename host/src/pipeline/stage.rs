@@ -123,7 +123,7 @@ fn compile(
         }
     };
     let hash = ContentHash::of(&bytes);
-    match cache.load_or_compile(engine.engine(), &bytes, hash) {
+    match cache.load_or_compile(engine, &path, &bytes, hash) {
         Ok((component, source)) => Ok(Compiled {
             component,
             size_bytes: bytes.len(),
@@ -561,7 +561,10 @@ fn classify(
         };
     }
     if let Some(message) = panic_message(stderr) {
-        return FailureKind::Panic { message };
+        return match python_exception(&message, stderr) {
+            Some(exception) => FailureKind::Raised { exception },
+            None => FailureKind::Panic { message },
+        };
     }
     match error.downcast_ref::<Trap>() {
         Some(trap) => FailureKind::Trap(trap.to_string()),
@@ -588,9 +591,45 @@ fn panic_message(stderr: &str) -> Option<String> {
     })
 }
 
+/// What componentize-py's runtime panics with when Python code lets an exception escape,
+/// after CPython printed the traceback.
+const PYTHON_EXCEPTION_PANIC: &str = "Python function threw an unexpected exception";
+
+/// The exception a Python guest raised, when `panic` is its runtime's panic: the last line
+/// of the traceback it printed to `stderr` (`ValueError: boom`).
+fn python_exception(panic: &str, stderr: &str) -> Option<String> {
+    if panic != PYTHON_EXCEPTION_PANIC {
+        return None;
+    }
+    let (traceback, _) = stderr.rsplit_once("panicked at ")?;
+    let (_, traceback) = traceback.rsplit_once("Traceback (most recent call last):")?;
+    // Frames are indented; the exception's line is the last one that is not, before the
+    // runtime's own `thread '…'` line.
+    traceback
+        .lines()
+        .take_while(|l| !l.starts_with("thread '"))
+        .filter(|l| !l.trim().is_empty() && !l.starts_with(char::is_whitespace))
+        .last()
+        .map(|line| line.trim().to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_python_exception_is_taken_from_its_traceback() {
+        let stderr = "Traceback (most recent call last):\n  File \"/0/app.py\", line 12, in format\nValueError: boom\nthread '<unnamed>' (1) panicked at runtime/src/lib.rs:1280:25:\nPython function threw an unexpected exception\nnote: run with `RUST_BACKTRACE=1`\n";
+        let panic = panic_message(stderr).unwrap();
+        assert_eq!(
+            python_exception(&panic, stderr).as_deref(),
+            Some("ValueError: boom")
+        );
+        // A Rust panic is left alone, whatever else was printed.
+        let rust =
+            "Traceback (most recent call last):\nthread 'main' panicked at src/lib.rs:1:1:\nno\n";
+        assert_eq!(python_exception(&panic_message(rust).unwrap(), rust), None);
+    }
 
     #[test]
     fn panic_message_is_taken_from_rust_panic_output() {
