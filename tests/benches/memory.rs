@@ -74,33 +74,18 @@ async fn measure(binary: &'static str) -> Vec<u64> {
     h.llm.set_default_script(Script::reply("Fine, **thanks**."));
 
     let cold = {
-        let bot = start(&mut h, &[]).await;
+        let bot = h.polling_bot(&[]).await;
         tokio::time::sleep(AFTER_COMPILE).await;
         rss_kb(&bot)
     };
 
-    let bot = start(&mut h, &[]).await;
+    let bot = h.polling_bot(&[]).await;
     tokio::time::sleep(SETTLE).await;
     let warm = rss_kb(&bot);
 
     for n in 0..MESSAGES {
-        let seen = h.telegram.sent_messages(FRIEND).len();
-        h.telegram
-            .push_message(FRIEND, FRIEND, &format!("message {n}"));
-        let answered = h
-            .telegram
-            .wait_for(
-                |t| {
-                    let sent = t.sent_messages(FRIEND);
-                    sent.len() > seen
-                        && sent
-                            .last()
-                            .is_some_and(|m| m.visible_text == "Fine, thanks.")
-                },
-                PATIENCE,
-            )
+        h.exchange(FRIEND, &format!("message {n}"), "Fine, thanks.")
             .await;
-        assert!(answered, "message {n} not answered; log:\n{}", h.logs());
     }
     tokio::time::sleep(SETTLE).await;
     let after_messages = rss_kb(&bot);
@@ -123,14 +108,12 @@ async fn measure(binary: &'static str) -> Vec<u64> {
 
     let users: Vec<String> = chats().map(|c| c.to_string()).collect();
     let users = users.join(",");
-    let bot = start(
-        &mut h,
-        &[
+    let bot = h
+        .polling_bot(&[
             ("TELEGRAM_ALLOWED_USERS", users.as_str()),
             ("QUEUE_CAPACITY", "64"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     tokio::time::sleep(SETTLE).await;
     std::fs::write(format!("/proc/{}/clear_refs", bot.pid()), "5").expect("resetting VmHWM");
     for chat in chats() {
@@ -171,17 +154,6 @@ fn own_guests_manifest(scratch: &Scratch, dir: &Path) -> PathBuf {
         );
     }
     scratch.manifest(&text)
-}
-
-async fn start(h: &mut Harness, extra: &[(&str, &str)]) -> RunningBot {
-    let polls = h.telegram.calls("getUpdates").len();
-    let bot = h.bot(extra);
-    let polling = h
-        .telegram
-        .wait_for(|t| t.calls("getUpdates").len() > polls, PATIENCE)
-        .await;
-    assert!(polling, "the bot never polled; log:\n{}", h.logs());
-    bot
 }
 
 fn reload_count(bot: &RunningBot) -> usize {

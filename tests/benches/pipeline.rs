@@ -6,13 +6,15 @@
 //! baseline measured in the same run, since timings on shared machines are noisy).
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pi_agent::pipeline::{
     CompileCache, FormatOutcome, GuestEngine, KvDatabase, Pipeline, StageLimits,
 };
-use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role};
+use pi_agent::prompt::{ChatContext, Reply, Role};
 use pi_agent_tests::fake_weather::FakeWeather;
+use pi_agent_tests::samples::{sample_prompt, sample_reply};
+use pi_agent_tests::timing::{Stats, fmt, measure};
 use pi_agent_tests::{Scratch, guests};
 
 const MESSAGES: usize = 2000;
@@ -232,81 +234,10 @@ mod persona_types {
     pub use pi_agent_guest::{ChatMessage, Role};
 }
 
-struct Stats {
-    p50: Duration,
-    p99: Duration,
-}
-
-async fn measure(n: usize, mut f: impl AsyncFnMut()) -> Stats {
-    f().await; // warm up
-    let mut times = Vec::with_capacity(n);
-    for _ in 0..n {
-        let started = Instant::now();
-        f().await;
-        times.push(started.elapsed());
-    }
-    times.sort();
-    Stats {
-        p50: times[n / 2],
-        p99: times[(n * 99 / 100).min(n - 1)],
-    }
-}
-
 fn row(label: &str, stats: &Stats) {
     println!("{label:<52} {:>12} {:>12}", fmt(stats.p50), fmt(stats.p99));
 }
 
-fn fmt(d: Duration) -> String {
-    if d >= Duration::from_millis(10) {
-        format!("{:.1} ms", d.as_secs_f64() * 1e3)
-    } else {
-        format!("{:.1} µs", d.as_secs_f64() * 1e6)
-    }
-}
-
 fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64().max(1e-9)
-}
-
-/// Ten earlier turns and a new question.
-fn sample_prompt() -> Prompt {
-    let mut messages: Vec<ChatMessage> = (0..10)
-        .map(|i| {
-            let role = if i % 2 == 0 {
-                Role::User
-            } else {
-                Role::Assistant
-            };
-            ChatMessage::new(
-                role,
-                format!(
-                    "Turn {i}: {}",
-                    "some earlier conversation about the Pi and its fan curve. ".repeat(3)
-                ),
-            )
-        })
-        .collect();
-    messages.push(ChatMessage::new(
-        Role::User,
-        "How do I read the CPU temperature from a shell?",
-    ));
-    Prompt {
-        model: "gemma2:2b".into(),
-        messages,
-        options: Default::default(),
-    }
-}
-
-/// About 2 KB of the Markdown a small model writes.
-fn sample_reply() -> String {
-    let mut reply = String::from(
-        "## Reading the temperature\n\nOn **Raspberry Pi OS** the quickest way is `vcgencmd`:\n\n```bash\nvcgencmd measure_temp\n# temp=48.3'C\n```\n\n\
-         You can also read the *kernel's* sensor directly:\n\n1. Open a shell.\n2. Run `cat /sys/class/thermal/thermal_zone0/temp`.\n3. Divide by 1000 to get °C.\n\n\
-         | Method | Needs root | Units |\n|---|---|---|\n| vcgencmd | no | °C |\n| sysfs | no | m°C |\n\n\
-         > Tip: above 80 °C the Pi throttles; a heatsink & fan keep it < 60 °C.\n\n",
-    );
-    while reply.len() < 2000 {
-        reply.push_str("- Keep an eye on [throttling](https://www.raspberrypi.com/documentation/) with `vcgencmd get_throttled`.\n");
-    }
-    reply
 }

@@ -21,9 +21,11 @@ use pi_agent::pipeline::{
     native_compiler,
 };
 use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, Role};
-use pi_agent_tests::bot::{FRIEND, Harness, PATIENCE, RunningBot};
+use pi_agent_tests::bot::{FRIEND, Harness};
 use pi_agent_tests::fake_ollama::Script;
 use pi_agent_tests::proc_stats::{mb, rss_kb};
+use pi_agent_tests::samples::sample_prompt;
+use pi_agent_tests::timing::{fmt, measure};
 use pi_agent_tests::{Scratch, guests, python};
 
 const THIS_BUILD: &str = env!("CARGO_BIN_EXE_pi-agent-cli");
@@ -83,7 +85,7 @@ async fn main() {
     let loads = async |guest: &str| {
         let manifest = manifest(guest, "");
         load(&manifest, &cache).await.unwrap(); // compiles into the cache
-        median_of(LOADS, async || {
+        measure_p50(LOADS, async || {
             black_box(load(&manifest, &cache).await.unwrap());
         })
         .await
@@ -104,7 +106,7 @@ async fn main() {
     let prompt = sample_prompt();
     let per_message = async |guest: &str| {
         let pipeline = load(&manifest(guest, ""), &cache).await.unwrap();
-        median_of(MESSAGES, async || {
+        measure_p50(MESSAGES, async || {
             let outcome = pipeline.format(&ctx, prompt.clone()).await.unwrap();
             assert!(matches!(outcome, FormatOutcome::Prompt(_)));
             black_box(outcome);
@@ -120,7 +122,7 @@ async fn main() {
             messages: vec![ChatMessage::new(Role::User, "hello")],
             ..prompt.clone()
         };
-        median_of(MESSAGES, async || {
+        measure_p50(MESSAGES, async || {
             black_box(pipeline.format(&ctx, hello.clone()).await.unwrap());
         })
         .await
@@ -220,8 +222,8 @@ async fn main() {
     );
 }
 
-/// The peak RSS (kB) of `pi-agent pipeline compile` compiling `guest` for this machine, as
-/// the bot's child process does on a cache miss.
+/// The peak RSS (kB) of `pi-agent pipeline compile` compiling `guest` for this machine,
+/// as the bot's child process does on a cache miss: its `VmHWM`, read until it exits.
 fn compiler_peak_kb(guest: &str) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("guest.wasm");
@@ -234,16 +236,23 @@ fn compiler_peak_kb(guest: &str) -> u64 {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let status = child.wait().unwrap();
-    assert!(status.success());
-    // SAFETY: getrusage only writes the struct it is given.
-    let usage = unsafe {
-        let mut usage = std::mem::zeroed::<libc::rusage>();
-        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
-        usage
-    };
-    // The largest of the children waited for so far: call in increasing order of size.
-    usage.ru_maxrss as u64
+    let mut peak = 0;
+    loop {
+        // The high-water mark only grows: the last one read before the exit is the peak.
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+            && let Some(kb) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        {
+            peak = kb;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success());
+            return peak;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Idle and after-30-messages RSS (kB) of the release bot with `rust`, then with `py`, as
@@ -274,53 +283,21 @@ async fn one_bot(persona: &str) -> [u64; 2] {
     h.llm.set_default_script(Script::reply("Fine, **thanks**."));
     // A first start fills the compile cache (telegram-html; the Python persona is
     // precompiled); the one measured starts warm, as a Pi does after its first day.
-    drop(start(&mut h).await);
-    let bot = start(&mut h).await;
+    drop(h.polling_bot(&[]).await);
+    let bot = h.polling_bot(&[]).await;
     tokio::time::sleep(SETTLE).await;
     let idle = rss_kb(bot.pid());
     for n in 0..CHAT_MESSAGES {
-        let seen = h.telegram.sent_messages(FRIEND).len();
-        h.telegram
-            .push_message(FRIEND, FRIEND, &format!("message {n}"));
-        let answered = h
-            .telegram
-            .wait_for(
-                |t| {
-                    let sent = t.sent_messages(FRIEND);
-                    sent.len() > seen
-                        && sent
-                            .last()
-                            .is_some_and(|m| m.visible_text == "Fine, thanks.")
-                },
-                PATIENCE,
-            )
+        h.exchange(FRIEND, &format!("message {n}"), "Fine, thanks.")
             .await;
-        assert!(answered, "message {n} not answered; log:\n{}", h.logs());
     }
     tokio::time::sleep(SETTLE).await;
     [idle, rss_kb(bot.pid())]
 }
 
-async fn start(h: &mut Harness) -> RunningBot {
-    let polls = h.telegram.calls("getUpdates").len();
-    let bot = h.bot(&[]);
-    let polling = h
-        .telegram
-        .wait_for(|t| t.calls("getUpdates").len() > polls, PATIENCE)
-        .await;
-    assert!(polling, "the bot never polled; log:\n{}", h.logs());
-    bot
-}
-
-async fn median_of(n: usize, mut f: impl AsyncFnMut()) -> Duration {
-    f().await; // warm up
-    let mut times = Vec::with_capacity(n);
-    for _ in 0..n {
-        let started = Instant::now();
-        f().await;
-        times.push(started.elapsed());
-    }
-    median(times)
+/// The median time of `n` runs of `f`.
+async fn measure_p50(n: usize, f: impl AsyncFnMut()) -> Duration {
+    measure(n, f).await.p50
 }
 
 fn median(mut times: Vec<Duration>) -> Duration {
@@ -328,49 +305,10 @@ fn median(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
-fn fmt(d: Duration) -> String {
-    if d >= Duration::from_secs(1) {
-        format!("{:.2} s", d.as_secs_f64())
-    } else if d >= Duration::from_millis(10) {
-        format!("{:.1} ms", d.as_secs_f64() * 1e3)
-    } else {
-        format!("{:.1} µs", d.as_secs_f64() * 1e6)
-    }
-}
-
 fn bytes(n: u64) -> String {
     if n >= 1 << 20 {
         format!("{:.1} MB", n as f64 / 1e6)
     } else {
         format!("{:.0} KB", n as f64 / 1e3)
-    }
-}
-
-/// Ten earlier turns and a new question, as in the pipeline benchmark.
-fn sample_prompt() -> Prompt {
-    let mut messages: Vec<ChatMessage> = (0..10)
-        .map(|i| {
-            let role = if i % 2 == 0 {
-                Role::User
-            } else {
-                Role::Assistant
-            };
-            ChatMessage::new(
-                role,
-                format!(
-                    "Turn {i}: {}",
-                    "some earlier conversation about the Pi and its fan curve. ".repeat(3)
-                ),
-            )
-        })
-        .collect();
-    messages.push(ChatMessage::new(
-        Role::User,
-        "How do I read the CPU temperature from a shell?",
-    ));
-    Prompt {
-        model: "gemma2:2b".into(),
-        messages,
-        options: Default::default(),
     }
 }

@@ -138,6 +138,36 @@ impl Harness {
         assert!(polling, "the bot did not start; log:\n{}", self.logs());
     }
 
+    /// Starts a bot as [`Self::bot`] does and waits for its first `getUpdates`.
+    pub async fn polling_bot(&mut self, extra: &[(&str, &str)]) -> RunningBot {
+        let polls = self.telegram.calls("getUpdates").len();
+        let bot = self.bot(extra);
+        let polling = self
+            .telegram
+            .wait_for(|t| t.calls("getUpdates").len() > polls, PATIENCE)
+            .await;
+        assert!(polling, "the bot never polled; log:\n{}", self.logs());
+        bot
+    }
+
+    /// Sends `text` to the bot in the private chat `chat` and waits until its newest
+    /// message there reads `answer`.
+    pub async fn exchange(&self, chat: i64, text: &str, answer: &str) {
+        let seen = self.telegram.sent_messages(chat).len();
+        self.telegram.push_message(chat, chat, text);
+        let answered = self
+            .telegram
+            .wait_for(
+                |t| {
+                    let sent = t.sent_messages(chat);
+                    sent.len() > seen && sent.last().is_some_and(|m| m.visible_text == answer)
+                },
+                PATIENCE,
+            )
+            .await;
+        assert!(answered, "'{text}' not answered; log:\n{}", self.logs());
+    }
+
     /// Waits until the bot acknowledged every update pushed so far.
     pub async fn wait_until_acknowledged(&self) {
         let done = self

@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use pi_agent::pipeline::{
-    Arch, CompileCache, GuestEngine, KvDatabase, Pipeline, StageLimits, precompile,
+    Arch, CompileCache, FormatOutcome, GuestEngine, KvDatabase, Pipeline, StageError, StageLimits,
+    precompile,
 };
+use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, Role};
 
 pub mod bot;
 pub mod fake_calendar;
@@ -17,6 +19,8 @@ pub mod fake_openai;
 pub mod fake_telegram;
 pub mod fake_weather;
 pub mod proc_stats;
+pub mod samples;
+pub mod timing;
 
 /// Paths of the guests the build script compiled (`PERSONA`, `TELEGRAM_HTML`, `HOSTILE`, …;
 /// the Python ones, `PY_PERSONA`, …, through [`python`]).
@@ -123,6 +127,30 @@ impl Scratch {
         self.manifest(&format!(
             "[[stage]]\nname = {name:?}\nguest = {guest:?}\n{extra}\n"
         ))
+    }
+}
+
+/// One user message, as a chat's first message reaches the formatters.
+pub fn user_prompt(text: &str) -> Prompt {
+    Prompt {
+        model: "test".into(),
+        messages: vec![ChatMessage::new(Role::User, text)],
+        options: Default::default(),
+    }
+}
+
+/// What the formatters of `pipeline` make of the user message `text` in a default chat.
+pub async fn format(pipeline: &Pipeline, text: &str) -> Result<FormatOutcome, StageError> {
+    pipeline
+        .format(&ChatContext::default(), user_prompt(text))
+        .await
+}
+
+/// The direct reply a formatter answered with.
+pub fn direct_reply(outcome: FormatOutcome) -> String {
+    match outcome {
+        FormatOutcome::Reply { reply, .. } => reply.text,
+        other => panic!("expected a direct reply, got {other:?}"),
     }
 }
 

@@ -8,9 +8,9 @@ use std::process::Output;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use pi_agent::pipeline::FormatOutcome;
-use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, Role};
+use pi_agent::prompt::ChatContext;
 use pi_agent_tests::fake_calendar::{self, FakeCalendar};
-use pi_agent_tests::{Scratch, guests, load};
+use pi_agent_tests::{Scratch, guests, load, user_prompt};
 
 /// The calendar stage reading `ics_url` (a `${NAME}` or an address), granted `grants`.
 fn manifest(scratch: &Scratch, ics_url: &str, grants: &str) -> PathBuf {
@@ -45,14 +45,6 @@ async fn run(scratch: &Scratch, manifest: &Path, address: &str, message: &str) -
     (stdout, stderr)
 }
 
-fn prompt(text: &str) -> Prompt {
-    Prompt {
-        model: "test".into(),
-        messages: vec![ChatMessage::new(Role::User, text)],
-        options: Default::default(),
-    }
-}
-
 fn now() -> ChatContext {
     let unix_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -67,7 +59,7 @@ fn now() -> ChatContext {
 /// The user's message as the stage left it.
 async fn formatted(manifest: &Path, message: &str) -> String {
     let pipeline = load(manifest).await;
-    match pipeline.format(&now(), prompt(message)).await.unwrap() {
+    match pipeline.format(&now(), user_prompt(message)).await.unwrap() {
         FormatOutcome::Prompt(out) => out.messages.last().unwrap().content.clone(),
         other => panic!("the calendar passes the prompt on, got {other:?}"),
     }

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use pi_agent::pipeline::LOG_LINES_PER_CALL;
-use pi_agent_tests::{Scratch, guests, repo_root};
+use pi_agent_tests::{Scratch, guests, python, repo_root};
 
 fn pi_agent(scratch: &Scratch, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pi-agent-cli"))
@@ -137,13 +137,7 @@ fn check_lists_stages_and_reports_the_cache() {
 #[test]
 fn the_shipped_fixtures_pass() {
     let scratch = Scratch::default();
-    let manifest = scratch.default_manifest();
-    let output = pi_agent(
-        &scratch,
-        &["pipeline", "test", "--manifest", manifest.to_str().unwrap()],
-    );
-    let (stdout, stderr) = text(&output);
-    assert!(output.status.success(), "{stdout}{stderr}");
+    let stdout = test_passes(&scratch, &scratch.default_manifest(), None);
     let fixtures = std::fs::read_dir(repo_root().join("guests/fixtures"))
         .unwrap()
         .count();
@@ -467,6 +461,110 @@ fn check_shows_each_stages_wit_version_and_grants_but_no_secret() {
     assert!(!output.status.success());
     assert!(
         stderr.contains("stage 'tool': its config uses ${PI_TEST_SECRET}, which is not set"),
+        "{stderr}"
+    );
+}
+
+/// `pipeline test --manifest MANIFEST [DIR]`, which must pass; what it printed.
+fn test_passes(scratch: &Scratch, manifest: &Path, dir: Option<&Path>) -> String {
+    let mut args = vec!["pipeline", "test", "--manifest", manifest.to_str().unwrap()];
+    args.extend(dir.map(|d| d.to_str().unwrap()));
+    let output = pi_agent(scratch, &args);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    stdout
+}
+
+#[test]
+fn the_python_persona_passes_the_rust_personas_fixtures() {
+    let scratch = Scratch::default();
+    let fixtures = repo_root().join("guests/fixtures");
+    // The fixture table without its timings, for the Rust persona, then the Python one.
+    let results = [guests::PERSONA, python(guests::PY_PERSONA)].map(|persona| {
+        let stdout = test_passes(&scratch, &with_persona(&scratch, persona), Some(&fixtures));
+        stdout
+            .lines()
+            .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+    });
+    assert!(
+        results[1].contains(&"5 passed,".to_owned()),
+        "{:?}",
+        results[1]
+    );
+    assert_eq!(
+        results[0], results[1],
+        "the same fixtures, the same results"
+    );
+}
+
+/// The default pipeline with `persona` as its persona stage's guest.
+fn with_persona(scratch: &Scratch, persona: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(scratch.default_manifest()).unwrap();
+    let mut table: toml::Table = toml::from_str(&text).unwrap();
+    for stage in table["stage"].as_array_mut().unwrap() {
+        let stage = stage.as_table_mut().unwrap();
+        if stage["name"].as_str() == Some("persona") {
+            stage.insert("guest".into(), persona.into());
+        }
+    }
+    scratch.manifest(&toml::to_string(&table).unwrap())
+}
+
+#[test]
+fn the_python_shaper_passes_its_fixtures() {
+    let scratch = Scratch::default();
+    let manifest = scratch.manifest(&format!(
+        "fixtures = {:?}\n[[stage]]\nname = \"py-redact\"\nguest = {:?}\n[[stage]]\nname = \"telegram-html\"\nguest = {:?}\n",
+        repo_root().join("guests/py-redact/fixtures"),
+        python(guests::PY_REDACT),
+        guests::TELEGRAM_HTML
+    ));
+    let stdout = test_passes(&scratch, &manifest, None);
+    assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
+}
+
+#[test]
+fn guests_compile_ahead_of_time_for_another_architecture() {
+    let scratch = Scratch::default();
+    let guest = scratch.path().join("guests/py-persona.wasm");
+    std::fs::create_dir_all(guest.parent().unwrap()).unwrap();
+    std::fs::copy(guests::PY_PERSONA, &guest).unwrap();
+    let compile = |target: &str| {
+        let args = [
+            "pipeline",
+            "compile",
+            "--target",
+            target,
+            "guests/py-persona.wasm",
+        ];
+        let output = pi_agent(&scratch, &args);
+        (output.status.success(), text(&output))
+    };
+    let (ok, (stdout, stderr)) = compile("aarch64");
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("1 guest(s) for aarch64, into precompiled/ beside each:")
+            && stdout.contains("guests/py-persona.wasm")
+            && stdout.contains(" MB  compiled in "),
+        "{stdout}"
+    );
+    let entries: Vec<_> = std::fs::read_dir(scratch.path().join("guests/precompiled"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry = std::fs::read(&entries[0]).unwrap();
+    // An ELF object for the 64-bit Arm architecture (e_machine 183).
+    assert_eq!(&entry[..4], b"\x7fELF");
+    assert_eq!(u16::from_le_bytes([entry[18], entry[19]]), 183);
+
+    let (ok, (again, _)) = compile("aarch64");
+    assert!(ok && again.contains("up to date"), "{again}");
+    let (ok, (_, stderr)) = compile("riscv64");
+    assert!(!ok);
+    assert!(
+        stderr.contains("aarch64 (a Raspberry Pi 4 or 5 with a 64-bit OS) or x86_64"),
         "{stderr}"
     );
 }

@@ -6,23 +6,15 @@
 use std::time::{Duration, Instant};
 
 use pi_agent::pipeline::{FormatOutcome, KvDatabase, Pipeline, REQUESTS_PER_CALL, WitVersion};
-use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, ResponseFormat, Role};
+use pi_agent::prompt::{ChatContext, ResponseFormat};
 use pi_agent_tests::fake_weather::FakeWeather;
-use pi_agent_tests::{Scratch, guests, load, load_with_kv};
-
-fn prompt(text: &str) -> Prompt {
-    Prompt {
-        model: "test".into(),
-        messages: vec![ChatMessage::new(Role::User, text)],
-        options: Default::default(),
-    }
-}
+use pi_agent_tests::{Scratch, guests, load, load_with_kv, user_prompt};
 
 /// What the hostile guest answered to `command` (it answers directly, one line per
 /// request for `fetch`).
 async fn ask(pipeline: &Pipeline, command: &str) -> String {
     match pipeline
-        .format(&ChatContext::default(), prompt(command))
+        .format(&ChatContext::default(), user_prompt(command))
         .await
     {
         Ok(FormatOutcome::Reply { reply, .. }) => reply.text,
@@ -52,10 +44,10 @@ fn forecast(base: &str) -> String {
 /// The pipeline still answers after whatever came before.
 async fn assert_still_serving(pipeline: &Pipeline) {
     let next = pipeline
-        .format(&ChatContext::default(), prompt("still there?"))
+        .format(&ChatContext::default(), user_prompt("still there?"))
         .await
         .expect("the next call works");
-    assert_eq!(next, FormatOutcome::Prompt(prompt("STILL THERE?")));
+    assert_eq!(next, FormatOutcome::Prompt(user_prompt("STILL THERE?")));
 }
 
 const DENIED: &str =
@@ -238,7 +230,7 @@ async fn guests_of_the_oldest_and_newest_wit_versions_run_in_one_pipeline() {
     );
 
     let FormatOutcome::Prompt(out) = pipeline
-        .format(&ChatContext::default(), prompt("hello there"))
+        .format(&ChatContext::default(), user_prompt("hello there"))
         .await
         .unwrap()
     else {
@@ -256,7 +248,7 @@ async fn a_schema_that_is_not_json_fails_the_stage() {
     let scratch = Scratch::default();
     let pipeline = load(&scratch.single_stage("hostile", guests::HOSTILE, "")).await;
     let error = pipeline
-        .format(&ChatContext::default(), prompt("schema:{not json"))
+        .format(&ChatContext::default(), user_prompt("schema:{not json"))
         .await
         .unwrap_err();
     assert!(
@@ -268,7 +260,7 @@ async fn a_schema_that_is_not_json_fails_the_stage() {
     let ok = pipeline
         .format(
             &ChatContext::default(),
-            prompt(r#"schema:{"type":"object"}"#),
+            user_prompt(r#"schema:{"type":"object"}"#),
         )
         .await
         .unwrap();

@@ -3,48 +3,16 @@
 //! reach (files, environment, sockets), the Python persona passes the Rust persona's
 //! fixtures, and the Python shaper hides secrets, even mid-stream.
 
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use pi_agent::pipeline::{CompileSource, FailureKind, FormatOutcome, Pipeline, StageError};
-use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role};
+use pi_agent::pipeline::{CompileSource, FailureKind, FormatOutcome, Pipeline};
+use pi_agent::prompt::{ChatContext, Reply};
 use pi_agent_tests::fake_weather::FakeWeather;
-use pi_agent_tests::{Scratch, guests, load, python, repo_root};
-
-fn prompt(text: &str) -> Prompt {
-    Prompt {
-        model: "test".into(),
-        messages: vec![ChatMessage::new(Role::User, text)],
-        options: Default::default(),
-    }
-}
-
-async fn format(pipeline: &Pipeline, text: &str) -> Result<FormatOutcome, StageError> {
-    pipeline.format(&ChatContext::default(), prompt(text)).await
-}
-
-/// The direct reply a formatter answered with.
-fn direct_reply(outcome: FormatOutcome) -> String {
-    match outcome {
-        FormatOutcome::Reply { reply, .. } => reply.text,
-        other => panic!("expected a direct reply, got {other:?}"),
-    }
-}
+use pi_agent_tests::{Scratch, direct_reply, format, guests, load, python, user_prompt};
 
 /// A pipeline of one stage named `guest` running `wasm`, under `limits` (TOML lines).
 async fn single(scratch: &Scratch, wasm: &str, limits: &str) -> Pipeline {
     load(&scratch.single_stage("guest", wasm, limits)).await
-}
-
-/// `pi-agent ARGS` in `scratch`, as a user runs it.
-fn pi_agent(scratch: &Scratch, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pi-agent-cli"))
-        .args(args)
-        .current_dir(scratch.path())
-        .env_clear()
-        .env("DATA_DIR", scratch.path().join("data"))
-        .output()
-        .expect("running pi-agent")
 }
 
 #[tokio::test]
@@ -57,7 +25,7 @@ async fn a_python_guest_loads_from_its_precompiled_entry_with_role_and_version()
     assert_eq!(stage.wit_version.to_string(), "0.3.0");
     assert_eq!(
         format(&pipeline, "hello").await.unwrap(),
-        FormatOutcome::Prompt(prompt("🐍 HELLO"))
+        FormatOutcome::Prompt(user_prompt("🐍 HELLO"))
     );
 }
 
@@ -117,7 +85,7 @@ async fn an_exception_fails_the_call_with_its_type_and_message() {
     let shaped = pipeline
         .shape(
             &ChatContext::default(),
-            &prompt("q"),
+            &user_prompt("q"),
             Reply::plain("raise"),
             true,
         )
@@ -223,83 +191,6 @@ async fn python_guests_reach_granted_origins_over_wasi_http_and_nothing_else() {
     );
 }
 
-#[test]
-fn the_python_persona_passes_the_rust_personas_fixtures() {
-    let scratch = Scratch::default();
-    let fixtures = repo_root().join("guests/fixtures");
-    let mut results = Vec::new();
-    for persona in [guests::PERSONA, python(guests::PY_PERSONA)] {
-        let manifest = with_persona(&scratch, persona);
-        let output = pi_agent(
-            &scratch,
-            &[
-                "pipeline",
-                "test",
-                "--manifest",
-                manifest.to_str().unwrap(),
-                fixtures.to_str().unwrap(),
-            ],
-        );
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(
-            output.status.success(),
-            "{persona}:\n{stdout}\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        // The table without its timings.
-        results.push(
-            stdout
-                .lines()
-                .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
-                .collect::<Vec<_>>(),
-        );
-    }
-    assert!(
-        results[1].contains(&"5 passed,".to_owned()),
-        "{:?}",
-        results[1]
-    );
-    assert_eq!(
-        results[0], results[1],
-        "the same fixtures, the same results"
-    );
-}
-
-/// The default pipeline with `persona` as its persona stage's guest.
-fn with_persona(scratch: &Scratch, persona: &str) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(scratch.default_manifest()).unwrap();
-    let mut table: toml::Table = toml::from_str(&text).unwrap();
-    for stage in table["stage"].as_array_mut().unwrap() {
-        let stage = stage.as_table_mut().unwrap();
-        if stage["name"].as_str() == Some("persona") {
-            stage.insert("guest".into(), persona.into());
-        }
-    }
-    scratch.manifest(&toml::to_string(&table).unwrap())
-}
-
-#[test]
-fn the_python_shaper_passes_its_fixtures() {
-    let scratch = Scratch::default();
-    let manifest = scratch.manifest(&format!(
-        "fixtures = {:?}\n[[stage]]\nname = \"py-redact\"\nguest = {:?}\n[[stage]]\nname = \"telegram-html\"\nguest = {:?}\n",
-        repo_root().join("guests/py-redact/fixtures"),
-        python(guests::PY_REDACT),
-        guests::TELEGRAM_HTML
-    ));
-    let output = pi_agent(
-        &scratch,
-        &["pipeline", "test", "--manifest", manifest.to_str().unwrap()],
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
-}
-
 #[tokio::test]
 async fn a_secret_is_never_shown_half_written_while_the_reply_streams() {
     let scratch = Scratch::default();
@@ -309,7 +200,7 @@ async fn a_secret_is_never_shown_half_written_while_the_reply_streams() {
         pipeline
             .shape(
                 &ChatContext::default(),
-                &prompt("q"),
+                &user_prompt("q"),
                 Reply::plain(text),
                 done,
             )
@@ -333,65 +224,4 @@ async fn a_secret_is_never_shown_half_written_while_the_reply_streams() {
         );
         assert!(complete.starts_with(&shown), "{end}: {shown}");
     }
-}
-
-#[test]
-fn python_guests_compile_ahead_of_time_for_another_architecture() {
-    let scratch = Scratch::default();
-    let guest = scratch.path().join("guests/py-persona.wasm");
-    std::fs::create_dir_all(guest.parent().unwrap()).unwrap();
-    std::fs::copy(guests::PY_PERSONA, &guest).unwrap();
-    let output = pi_agent(
-        &scratch,
-        &[
-            "pipeline",
-            "compile",
-            "--target",
-            "aarch64",
-            "guests/py-persona.wasm",
-        ],
-    );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        stdout.starts_with("1 guest(s) for aarch64, into precompiled/ beside each:"),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains("guests/py-persona.wasm") && stdout.contains(" MB  compiled in "),
-        "{stdout}"
-    );
-    let entries: Vec<_> = std::fs::read_dir(scratch.path().join("guests/precompiled"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    let entry = std::fs::read(&entries[0]).unwrap();
-    // An ELF object for the 64-bit Arm architecture (e_machine 183).
-    assert_eq!(&entry[..4], b"\x7fELF");
-    assert_eq!(u16::from_le_bytes([entry[18], entry[19]]), 183);
-
-    let again = pi_agent(
-        &scratch,
-        &[
-            "pipeline",
-            "compile",
-            "--target",
-            "aarch64",
-            "guests/py-persona.wasm",
-        ],
-    );
-    assert!(String::from_utf8_lossy(&again.stdout).contains("up to date"));
-    let wrong = pi_agent(&scratch, &["pipeline", "compile", "--target", "riscv64"]);
-    assert!(!wrong.status.success());
-    assert!(
-        String::from_utf8_lossy(&wrong.stderr)
-            .contains("aarch64 (a Raspberry Pi 4 or 5 with a 64-bit OS) or x86_64"),
-        "{}",
-        String::from_utf8_lossy(&wrong.stderr)
-    );
 }

@@ -5,38 +5,18 @@
 use std::time::{Duration, Instant};
 
 use pi_agent::pipeline::{FailureKind, FormatOutcome, MEMORY_SLOTS, Pipeline, StageError};
-use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role, TextFormat};
-use pi_agent_tests::{Scratch, guests, load};
-
-fn prompt(text: &str) -> Prompt {
-    Prompt {
-        model: "test".into(),
-        messages: vec![ChatMessage::new(Role::User, text)],
-        options: Default::default(),
-    }
-}
-
-async fn format(pipeline: &Pipeline, text: &str) -> Result<FormatOutcome, StageError> {
-    pipeline.format(&ChatContext::default(), prompt(text)).await
-}
+use pi_agent::prompt::{ChatContext, Reply, TextFormat};
+use pi_agent_tests::{Scratch, direct_reply, format, guests, load, user_prompt};
 
 async fn shape(pipeline: &Pipeline, text: &str) -> Result<Reply, StageError> {
     pipeline
         .shape(
             &ChatContext::default(),
-            &prompt("q"),
+            &user_prompt("q"),
             Reply::plain(text),
             true,
         )
         .await
-}
-
-/// The direct reply a formatter answered with.
-fn direct_reply(outcome: FormatOutcome) -> String {
-    match outcome {
-        FormatOutcome::Reply { reply, .. } => reply.text,
-        other => panic!("expected a direct reply, got {other:?}"),
-    }
 }
 
 /// A pipeline of the hostile guest as its only stage, with `limits` as TOML lines.
@@ -71,7 +51,7 @@ async fn assert_fails_then_recovers(
     let next = format(pipeline, "still there?")
         .await
         .expect("the next call works");
-    assert_eq!(next, FormatOutcome::Prompt(prompt("STILL THERE?")));
+    assert_eq!(next, FormatOutcome::Prompt(user_prompt("STILL THERE?")));
 }
 
 /// Asserts that `command`, as a formatter and as a shaper, times out at the stage's 500 ms
@@ -130,7 +110,7 @@ async fn a_waiting_or_looping_guest_does_not_hold_up_other_calls() {
             let outcome = format(&pipeline, &format!("hello {n}")).await.unwrap();
             assert_eq!(
                 outcome,
-                FormatOutcome::Prompt(prompt(&format!("HELLO {n}")))
+                FormatOutcome::Prompt(user_prompt(&format!("HELLO {n}")))
             );
         }
         started.elapsed()

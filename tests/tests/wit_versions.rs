@@ -4,16 +4,8 @@
 //! running beside it, their `kv` store included, with such a context.
 
 use pi_agent::pipeline::{FormatOutcome, KvDatabase, Pipeline, WitVersion};
-use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role, ScheduledRun};
-use pi_agent_tests::{Scratch, guests, load, load_with_kv};
-
-fn prompt(text: &str) -> Prompt {
-    Prompt {
-        model: "test".into(),
-        messages: vec![ChatMessage::new(Role::User, text)],
-        options: Default::default(),
-    }
-}
+use pi_agent::prompt::{ChatContext, Reply, ScheduledRun};
+use pi_agent_tests::{Scratch, guests, load, load_with_kv, user_prompt};
 
 /// A `/every` task's message in a Madrid chat, fired late after a restart.
 fn scheduled_in_madrid() -> ChatContext {
@@ -35,7 +27,7 @@ const MADRID_CONTEXT: &str = "chat 42 zone Europe/Madrid scheduled 7 17672508000
 
 /// The formatters' direct reply, and the prompt as the formatters before it left it.
 async fn direct_reply(pipeline: &Pipeline, ctx: &ChatContext, text: &str) -> (String, String) {
-    match pipeline.format(ctx, prompt(text)).await {
+    match pipeline.format(ctx, user_prompt(text)).await {
         Ok(FormatOutcome::Reply { prompt, reply }) => {
             (prompt.messages.last().unwrap().content.clone(), reply.text)
         }
@@ -58,7 +50,7 @@ async fn a_0_3_0_guest_sees_the_time_zone_and_the_scheduled_run() {
     assert_eq!(reply, MADRID_CONTEXT);
     // …and a `/remind` reminder's text the shapers.
     let shaped = pipeline
-        .shape(&ctx, &prompt("q"), Reply::plain("context"), true)
+        .shape(&ctx, &user_prompt("q"), Reply::plain("context"), true)
         .await
         .unwrap();
     assert_eq!(shaped.text, MADRID_CONTEXT);
@@ -117,7 +109,7 @@ async fn a_0_2_0_guests_store_outlives_its_pipeline_and_needs_its_grant() {
     let kv = KvDatabase::in_memory();
     let counter = scratch.single_stage("count", guests::LEGACY_KV, "[stage.grants]\nkv_kib = 1");
     let count = async |pipeline: &Pipeline| match pipeline
-        .format(&ChatContext::default(), prompt("hi"))
+        .format(&ChatContext::default(), user_prompt("hi"))
         .await
     {
         Ok(FormatOutcome::Prompt(p)) => p.messages[0].content.clone(),

@@ -24,6 +24,7 @@ use std::fmt;
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::{Read as _, Seek as _, Write as _};
+use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,6 +53,14 @@ pub struct ContentHash([u8; 32]);
 impl ContentHash {
     pub fn of(bytes: &[u8]) -> Self {
         Self(Sha256::digest(bytes).into())
+    }
+
+    /// The hash of the file at `path` and its size, read in chunks: a guest that comes
+    /// from the cache (an 18 MB Python one too) is never in memory whole.
+    pub fn of_file(path: &Path) -> std::io::Result<(Self, u64)> {
+        let mut hasher = Sha256::new();
+        let size = std::io::copy(&mut fs::File::open(path)?, &mut hasher)?;
+        Ok((Self(hasher.finalize().into()), size))
     }
 
     /// The first 12 hex digits, enough to tell versions apart in logs and `/status`.
@@ -126,17 +135,18 @@ impl CompileCache {
         self
     }
 
-    /// Returns the compiled component for `bytes` (the guest at `guest`): from the cache
-    /// when it holds a valid entry, else from `precompiled/` beside the guest, else
-    /// compiled (in the child process, if set) and stored in the cache. Without a cache
-    /// directory, `precompiled/` is still looked in.
+    /// Returns the compiled component for the guest at `guest`, whose content hashes to
+    /// `hash`: from the cache when it holds a valid entry, else from `precompiled/` beside
+    /// the guest, else compiled (in the child process, if set) and stored in the cache.
+    /// Without a cache directory, `precompiled/` is still looked in. Only a compile reads
+    /// the guest whole; it returns the hash of what it read, which differs from `hash`
+    /// when the file was replaced in between.
     pub fn load_or_compile(
         &self,
         engine: &GuestEngine,
         guest: &Path,
-        bytes: &[u8],
         hash: ContentHash,
-    ) -> wasmtime::Result<(Component, CompileSource)> {
+    ) -> wasmtime::Result<(Component, CompileSource, ContentHash)> {
         let native = engine.engine();
         let entry = self
             .dir
@@ -146,7 +156,7 @@ impl CompileCache {
             match load_entry(native, entry) {
                 Ok(Some(component)) => {
                     touch(entry);
-                    return Ok((component, CompileSource::Cache));
+                    return Ok((component, CompileSource::Cache, hash));
                 }
                 Ok(None) => {}
                 Err(reason) => discard(entry, &reason),
@@ -155,7 +165,9 @@ impl CompileCache {
         if let Some(portable) = engine.portable() {
             let precompiled = precompiled_dir(guest).join(entry_name(hash, portable));
             match load_entry(native, &precompiled) {
-                Ok(Some(component)) => return Ok((component, CompileSource::Precompiled)),
+                Ok(Some(component)) => {
+                    return Ok((component, CompileSource::Precompiled, hash));
+                }
                 Ok(None) => {}
                 // Not ours to delete (and often mounted read-only): compiled here instead.
                 Err(reason) => tracing::warn!(
@@ -164,14 +176,22 @@ impl CompileCache {
                 ),
             }
         }
-        let (Some(dir), Some(entry)) = (&self.dir, &entry) else {
-            return Ok((Component::new(native, bytes)?, CompileSource::Compiled));
+        let bytes = fs::read(guest)
+            .map_err(|e| wasmtime::format_err!("cannot read it to compile it: {e}"))?;
+        let hash = ContentHash::of(&bytes);
+        let Some(dir) = &self.dir else {
+            return Ok((
+                Component::new(native, &bytes)?,
+                CompileSource::Compiled,
+                hash,
+            ));
         };
         if let Some(program) = &self.compiler {
-            match compile_in_child(program, dir, bytes) {
+            match compile_in_child(program, dir, &bytes) {
                 Ok(()) => {
-                    if let Ok(Some(component)) = load_entry(native, entry) {
-                        return Ok((component, CompileSource::Compiled));
+                    let entry = dir.join(entry_name(hash, native));
+                    if let Ok(Some(component)) = load_entry(native, &entry) {
+                        return Ok((component, CompileSource::Compiled, hash));
                     }
                     tracing::warn!(
                         program = %program.display(),
@@ -186,8 +206,8 @@ impl CompileCache {
                 Err(ChildError::Failed(message)) => return Err(wasmtime::format_err!("{message}")),
             }
         }
-        let component = compile_into(native, dir, bytes, hash)?;
-        Ok((component, CompileSource::Compiled))
+        let component = compile_into(native, dir, &bytes, hash)?;
+        Ok((component, CompileSource::Compiled, hash))
     }
 }
 
@@ -332,6 +352,13 @@ fn compile_in_child(program: &Path, dir: &Path, bytes: &[u8]) -> Result<(), Chil
     let stderr = String::from_utf8_lossy(&output.stderr);
     let message = match stderr.lines().rev().find(|l| !l.trim().is_empty()) {
         Some(line) => line.strip_prefix("error: ").unwrap_or(line).to_owned(),
+        // Compiling a Python guest takes some 360 MB: more than a Pi's container leaves.
+        None if output.status.signal() == Some(libc::SIGKILL) => {
+            "the compiler process was killed (out of memory?): compile the guest on a \
+             bigger machine with `pi-agent pipeline compile --target ARCH` and put the \
+             precompiled/ directory it writes beside the guest"
+                .into()
+        }
         None => format!("the compiler process failed ({})", output.status),
     };
     Err(ChildError::Failed(message))
@@ -448,8 +475,8 @@ mod tests {
 
     fn load(cache: &CompileCache, guest: &Path) -> wasmtime::Result<CompileSource> {
         let engine = GuestEngine::new().unwrap();
-        let hash = ContentHash::of(EMPTY_COMPONENT);
-        let (_, source) = cache.load_or_compile(&engine, guest, EMPTY_COMPONENT, hash)?;
+        let (hash, _) = ContentHash::of_file(guest).unwrap();
+        let (_, source, _) = cache.load_or_compile(&engine, guest, hash)?;
         Ok(source)
     }
 
@@ -468,6 +495,22 @@ mod tests {
         let cache = CompileCache::new(dir.path().join("cache")).in_child_process("false".into());
         let error = load(&cache, &guest).unwrap_err().to_string();
         assert_eq!(error, "the compiler process failed (exit status: 1)");
+    }
+
+    #[test]
+    fn a_compiler_process_killed_for_its_memory_says_where_to_compile_instead() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let (dir, guest) = guest();
+        let killed = dir.path().join("killed-compiler");
+        fs::write(&killed, "#!/bin/sh\nkill -9 $$\n").unwrap();
+        fs::set_permissions(&killed, fs::Permissions::from_mode(0o755)).unwrap();
+        let cache = CompileCache::new(dir.path().join("cache")).in_child_process(killed);
+        let error = load(&cache, &guest).unwrap_err().to_string();
+        assert!(
+            error.starts_with("the compiler process was killed (out of memory?)")
+                && error.contains("pipeline compile --target ARCH"),
+            "{error}"
+        );
     }
 
     #[test]

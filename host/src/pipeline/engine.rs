@@ -1,4 +1,5 @@
-//! The one shared wasmtime `Engine`, its epoch ticker, and the `Linker` every stage uses.
+//! The one shared wasmtime `Engine`, its epoch ticker, and the `Linker` every stage uses;
+//! and the engines that compile guests ahead of time for an architecture (`Arch`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -105,15 +105,15 @@ struct Compiled {
     source: CompileSource,
 }
 
-/// Reads and compiles the guest at `path` (blocking: file I/O and Cranelift).
+/// Loads or compiles the guest at `path` (blocking: file I/O and Cranelift).
 fn compile(
     engine: &GuestEngine,
     cache: &CompileCache,
     stage: String,
     path: PathBuf,
 ) -> Result<Compiled, LoadError> {
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    let (hash, size) = match ContentHash::of_file(&path) {
+        Ok(hashed) => hashed,
         Err(source) => {
             return Err(LoadError::ReadGuest {
                 stage,
@@ -122,11 +122,10 @@ fn compile(
             });
         }
     };
-    let hash = ContentHash::of(&bytes);
-    match cache.load_or_compile(engine, &path, &bytes, hash) {
-        Ok((component, source)) => Ok(Compiled {
+    match cache.load_or_compile(engine, &path, hash) {
+        Ok((component, source, hash)) => Ok(Compiled {
             component,
-            size_bytes: bytes.len(),
+            size_bytes: usize::try_from(size).unwrap_or(usize::MAX),
             hash,
             source,
         }),
