@@ -8,7 +8,7 @@ use pi_agent::pipeline::{
     Arch, CompileCache, FormatOutcome, GuestEngine, KvDatabase, Pipeline, StageError, StageLimits,
     precompile,
 };
-use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, Role};
+use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role};
 
 pub mod bot;
 pub mod fake_calendar;
@@ -143,6 +143,19 @@ pub fn user_prompt(text: &str) -> Prompt {
 pub async fn format(pipeline: &Pipeline, text: &str) -> Result<FormatOutcome, StageError> {
     pipeline
         .format(&ChatContext::default(), user_prompt(text))
+        .await
+}
+
+/// What the shapers of `pipeline` make of the reply `text` (complete when `done`) to a
+/// one-message prompt, in a default chat.
+pub async fn shape(pipeline: &Pipeline, text: &str, done: bool) -> Result<Reply, StageError> {
+    pipeline
+        .shape(
+            &ChatContext::default(),
+            &user_prompt("q"),
+            Reply::plain(text),
+            done,
+        )
         .await
 }
 

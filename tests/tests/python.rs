@@ -6,9 +6,8 @@
 use std::time::{Duration, Instant};
 
 use pi_agent::pipeline::{CompileSource, FailureKind, FormatOutcome, Pipeline};
-use pi_agent::prompt::{ChatContext, Reply};
 use pi_agent_tests::fake_weather::FakeWeather;
-use pi_agent_tests::{Scratch, direct_reply, format, guests, load, python, user_prompt};
+use pi_agent_tests::{Scratch, direct_reply, format, guests, load, python, shape, user_prompt};
 
 /// A pipeline of one stage named `guest` running `wasm`, under `limits` (TOML lines).
 async fn single(scratch: &Scratch, wasm: &str, limits: &str) -> Pipeline {
@@ -82,14 +81,7 @@ async fn an_exception_fails_the_call_with_its_type_and_message() {
         "pipeline stage 'guest' raised ValueError: hostile guest raises on purpose"
     );
     // The same as a shaper.
-    let shaped = pipeline
-        .shape(
-            &ChatContext::default(),
-            &user_prompt("q"),
-            Reply::plain("raise"),
-            true,
-        )
-        .await;
+    let shaped = shape(&pipeline, "raise", true).await;
     assert!(matches!(
         shaped.unwrap_err().kind,
         FailureKind::Raised { .. }
@@ -196,20 +188,9 @@ async fn a_secret_is_never_shown_half_written_while_the_reply_streams() {
     let scratch = Scratch::default();
     let pipeline = single(&scratch, python(guests::PY_REDACT), "").await;
     let key = "sk-proj-abcdefghijklmnopqrstuvwx";
-    let shape = async |text: &str, done: bool| {
-        pipeline
-            .shape(
-                &ChatContext::default(),
-                &user_prompt("q"),
-                Reply::plain(text),
-                done,
-            )
-            .await
-            .unwrap()
-            .text
-    };
+    let shaped = async |text: &str, done: bool| shape(&pipeline, text, done).await.unwrap().text;
     let reply = format!("Your key is {key} and card 4111 1111 1111 1111, keep them safe.");
-    let complete = shape(&reply, true).await;
+    let complete = shaped(&reply, true).await;
     assert_eq!(
         complete,
         "Your key is [API key hidden] and card [card number hidden], keep them safe."
@@ -217,7 +198,7 @@ async fn a_secret_is_never_shown_half_written_while_the_reply_streams() {
     // Every partial the stream may bring, cut anywhere: no part of a secret is shown, and
     // what is shown is the start of the final text (held back, never taken back).
     for end in (1..reply.len()).filter(|&end| reply.is_char_boundary(end)) {
-        let shown = shape(&reply[..end], false).await;
+        let shown = shaped(&reply[..end], false).await;
         assert!(
             !shown.contains("sk-") && !shown.contains("4111"),
             "{end}: {shown}"

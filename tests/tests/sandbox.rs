@@ -4,20 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use pi_agent::pipeline::{FailureKind, FormatOutcome, MEMORY_SLOTS, Pipeline, StageError};
+use pi_agent::pipeline::{FailureKind, FormatOutcome, MEMORY_SLOTS, Pipeline};
 use pi_agent::prompt::{ChatContext, Reply, TextFormat};
-use pi_agent_tests::{Scratch, direct_reply, format, guests, load, user_prompt};
-
-async fn shape(pipeline: &Pipeline, text: &str) -> Result<Reply, StageError> {
-    pipeline
-        .shape(
-            &ChatContext::default(),
-            &user_prompt("q"),
-            Reply::plain(text),
-            true,
-        )
-        .await
-}
+use pi_agent_tests::{Scratch, direct_reply, format, guests, load, shape, user_prompt};
 
 /// A pipeline of the hostile guest as its only stage, with `limits` as TOML lines.
 async fn hostile(scratch: &Scratch, limits: &str) -> Pipeline {
@@ -68,7 +57,10 @@ async fn assert_times_out(command: &str) {
         "{command} as a formatter: {took:?}"
     );
     let started = Instant::now();
-    assert_eq!(shape(&pipeline, command).await.unwrap_err().kind, timeout);
+    assert_eq!(
+        shape(&pipeline, command, true).await.unwrap_err().kind,
+        timeout
+    );
     let took = started.elapsed();
     assert!(
         took < Duration::from_millis(1500),
@@ -195,7 +187,7 @@ async fn an_answer_over_the_output_cap_is_refused() {
     })
     .await;
     // The same cap guards shapers.
-    let error = shape(&pipeline, "huge:70000").await.unwrap_err();
+    let error = shape(&pipeline, "huge:70000", true).await.unwrap_err();
     assert_eq!(
         error.kind,
         FailureKind::OutputTooLarge {
@@ -203,7 +195,7 @@ async fn an_answer_over_the_output_cap_is_refused() {
             limit: 64 * 1024
         }
     );
-    assert_eq!(shape(&pipeline, "fine").await.unwrap().text, "FINE");
+    assert_eq!(shape(&pipeline, "fine", true).await.unwrap().text, "FINE");
 }
 
 #[tokio::test]

@@ -64,9 +64,10 @@ pub async fn run(
             guests,
             cache_dir: None,
         } => {
-            let guests = match guests.is_empty() {
-                false => guests,
-                true => Manifest::guest_paths(&manifest.unwrap_or(config.manifest))?,
+            let guests = if guests.is_empty() {
+                Manifest::guest_paths(&manifest.unwrap_or(config.manifest))?
+            } else {
+                guests
             };
             let target = target.or_else(Arch::host).context(
                 "this machine's architecture has no precompiled guests: pass --target aarch64 or x86_64",

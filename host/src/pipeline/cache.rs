@@ -151,7 +151,7 @@ impl CompileCache {
         let entry = self
             .dir
             .as_ref()
-            .map(|dir| dir.join(entry_name(hash, native)));
+            .map(|dir| dir.join(entry_name(hash, engine_hash(native))));
         if let Some(entry) = &entry {
             match load_entry(native, entry) {
                 Ok(Some(component)) => {
@@ -162,7 +162,7 @@ impl CompileCache {
                 Err(reason) => discard(entry, &reason),
             }
         }
-        if let Some(portable) = engine.portable() {
+        if let Some(portable) = engine.portable_hash() {
             let precompiled = precompiled_dir(guest).join(entry_name(hash, portable));
             match load_entry(native, &precompiled) {
                 Ok(Some(component)) => {
@@ -189,7 +189,7 @@ impl CompileCache {
         if let Some(program) = &self.compiler {
             match compile_in_child(program, dir, &bytes) {
                 Ok(()) => {
-                    let entry = dir.join(entry_name(hash, native));
+                    let entry = dir.join(entry_name(hash, engine_hash(native)));
                     if let Ok(Some(component)) = load_entry(native, &entry) {
                         return Ok((component, CompileSource::Compiled, hash));
                     }
@@ -221,7 +221,7 @@ pub fn compile_into(
     hash: ContentHash,
 ) -> wasmtime::Result<Component> {
     let component = Component::new(engine, bytes)?;
-    let entry = dir.join(entry_name(hash, engine));
+    let entry = dir.join(entry_name(hash, engine_hash(engine)));
     match component.serialize() {
         Ok(payload) => {
             if let Err(e) = write_entry(&entry, &payload) {
@@ -257,7 +257,7 @@ pub fn precompile(compiler: &Engine, guest: &Path) -> anyhow::Result<Precompiled
     let bytes = fs::read(guest).with_context(|| format!("cannot read {}", guest.display()))?;
     let hash = ContentHash::of(&bytes);
     let dir = precompiled_dir(guest);
-    let entry = dir.join(entry_name(hash, compiler));
+    let entry = dir.join(entry_name(hash, engine_hash(compiler)));
     let compile_time = if verified(&entry).unwrap_or(false) {
         None
     } else {
@@ -301,8 +301,7 @@ fn remove_stale(dir: &Path, guests: &Path, compiler: &Engine) -> usize {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-        .filter_map(|p| fs::read(p).ok())
-        .map(|bytes| ContentHash::of(&bytes).to_string())
+        .filter_map(|p| Some(ContentHash::of_file(&p).ok()?.0.to_string()))
         .collect();
     let mut removed = 0;
     for path in fs::read_dir(dir)
@@ -366,16 +365,16 @@ fn compile_in_child(program: &Path, dir: &Path, bytes: &[u8]) -> Result<(), Chil
 
 /// Changes whenever the wasmtime version, the target or any setting that affects compiled
 /// code does, and with the entry layout.
-fn engine_hash(engine: &Engine) -> u64 {
+pub(super) fn engine_hash(engine: &Engine) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut hasher);
     LAYOUT.hash(&mut hasher);
     hasher.finish()
 }
 
-/// The file name of `hash`'s entry as compiled by `engine`.
-fn entry_name(hash: ContentHash, engine: &Engine) -> String {
-    format!("{hash}-{:016x}.{EXTENSION}", engine_hash(engine))
+/// The file name of `hash`'s entry as compiled by an engine of hash `engine_hash`.
+fn entry_name(hash: ContentHash, engine_hash: u64) -> String {
+    format!("{hash}-{engine_hash:016x}.{EXTENSION}")
 }
 
 /// The component in the entry at `path`: `None` if there is none, the reason if it is not

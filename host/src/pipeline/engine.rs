@@ -55,7 +55,10 @@ pub struct GuestEngine {
     engine: Engine,
     linker: Linker<StageState>,
     slots: Semaphore,
-    portable: Option<Engine>,
+    /// The compatibility hash of this architecture's `Arch::compiler`: what names the
+    /// precompiled entries this engine may load (`None` on an architecture guests are not
+    /// precompiled for).
+    portable_hash: Option<u64>,
     _ticker: EpochTicker,
 }
 
@@ -87,13 +90,16 @@ impl GuestEngine {
         let engine = Engine::new(&config)?;
         let mut linker = Linker::new(&engine);
         sandbox::link(&mut linker)?;
-        let portable = Arch::host().map(Arch::compiler).transpose()?;
+        let portable_hash = match Arch::host() {
+            Some(arch) => Some(super::cache::engine_hash(&arch.compiler()?)),
+            None => None,
+        };
         let ticker = EpochTicker::start(engine.clone());
         Ok(Arc::new(Self {
             engine,
             linker,
             slots: Semaphore::new(MEMORY_SLOTS as usize),
-            portable,
+            portable_hash,
             _ticker: ticker,
         }))
     }
@@ -102,12 +108,10 @@ impl GuestEngine {
         &self.engine
     }
 
-    /// An engine that compiles for this machine's architecture as `pipeline compile
-    /// --target` does on another: what it compiles loads here, so its compatibility hash
-    /// names the precompiled entries this engine may use. `None` on an architecture
-    /// guests are not precompiled for.
-    pub fn portable(&self) -> Option<&Engine> {
-        self.portable.as_ref()
+    /// The hash that names entries compiled for this machine's architecture as `pipeline
+    /// compile --target` does on another: those load here (see `cache`).
+    pub fn portable_hash(&self) -> Option<u64> {
+        self.portable_hash
     }
 
     pub fn linker(&self) -> &Linker<StageState> {
