@@ -120,6 +120,10 @@ bench-dashboard:
 bench-llm:
     cargo bench -p pi-agent-tests --bench llm
 
+# A 40-turn conversation on a simulated Pi (prompt 20 tokens/s, one cache slot): tokens evaluated and time to the first word per turn, old window vs new
+bench-pi:
+    cargo bench -p pi-agent-tests --bench pi
+
 # What a guest in Python costs next to the same guest in Rust: size, compile, load, per message, the bot's RSS
 bench-python:
     cargo bench -p pi-agent-tests --bench python

@@ -1,16 +1,18 @@
 """``py-persona`` formatter: the persona formatter of ``guests/persona`` in Python. It puts
-the configured system prompt in front of the conversation and keeps the history within a
-message count and a character budget; the same config, the same fixtures.
+the configured system prompt in front of the conversation, whose history is the window the
+host chose for the model's context; the same config, the same fixtures.
 
 Config (``[stage.config]`` in ``pipeline.toml``):
 
 - ``system_prompt``: text; none means no system message is added;
-- ``max_history_messages``: earlier turns kept (default 20);
-- ``max_history_chars``: character budget for those turns (default 6000);
 - ``fold_system_prompt``: ``true`` puts the system prompt at the top of the first user
-  turn instead, for models whose chat template has no system role (Gemma 2).
+  turn instead, for models whose chat template has no system role (Gemma 2);
+- ``max_history_messages``, ``max_history_chars``: optional caps on the earlier turns kept
+  (default: none). A cap drops the oldest turn each time the conversation grows past it, so
+  every prompt starts differently and the model re-reads all of it: leave them unset.
 """
 
+import sys
 from dataclasses import dataclass
 from typing import List, Optional
 
@@ -21,8 +23,8 @@ from pi_agent_guest import ChatMessage, Role
 @dataclass
 class Settings:
     system_prompt: Optional[str]
-    max_history_messages: int = 20
-    max_history_chars: int = 6000
+    max_history_messages: int = sys.maxsize
+    max_history_chars: int = sys.maxsize
     fold_system_prompt: bool = False
 
     @classmethod
@@ -30,8 +32,8 @@ class Settings:
         system_prompt = pi.config("system_prompt")
         return cls(
             system_prompt=system_prompt if system_prompt and system_prompt.strip() else None,
-            max_history_messages=pi.config("max_history_messages", 20),
-            max_history_chars=pi.config("max_history_chars", 6000),
+            max_history_messages=pi.config("max_history_messages", sys.maxsize),
+            max_history_chars=pi.config("max_history_chars", sys.maxsize),
             fold_system_prompt=pi.config("fold_system_prompt", False),
         )
 
@@ -52,7 +54,7 @@ def apply(settings: Settings, messages: List[ChatMessage]) -> List[ChatMessage]:
 
 
 def history_window(settings: Settings, turns: List[ChatMessage]) -> List[ChatMessage]:
-    """The newest turns that fit both limits, oldest first, starting with a user turn (chat
+    """The newest turns that fit both caps, oldest first, starting with a user turn (chat
     templates such as Gemma's expect user/assistant alternation to start with the user)."""
     chars = kept = 0
     for message in reversed(turns):

@@ -63,8 +63,9 @@ async fn main() {
         system_prompt: Some(
             "You are a concise, friendly assistant running on a Raspberry Pi.".into(),
         ),
-        max_history_messages: 20,
-        max_history_chars: 6000,
+        // As the default pipeline configures it: no caps, the host's window kept whole.
+        max_history_messages: usize::MAX,
+        max_history_chars: usize::MAX,
         fold_system_prompt: true,
     };
     let guest_messages: Vec<_> = prompt

@@ -37,7 +37,7 @@ const STARTS: usize = 3;
 const CHAT_MESSAGES: usize = 30;
 const SETTLE: Duration = Duration::from_secs(2);
 
-const PERSONA_CONFIG: &str = "[stage.config]\nsystem_prompt = \"You are a concise, friendly assistant running on a Raspberry Pi.\"\nmax_history_messages = 20\nmax_history_chars = 6000\nfold_system_prompt = true\n";
+const PERSONA_CONFIG: &str = "[stage.config]\nsystem_prompt = \"You are a concise, friendly assistant running on a Raspberry Pi.\"\nfold_system_prompt = true\n";
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::fake_ollama::{self, FakeOllama, Script};
 use crate::fake_openai::FakeOpenAi;
+use crate::model_runner::{Evaluation, RunnerSettings};
 
 /// Which API the bot is configured for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +95,22 @@ impl FakeLlm {
         match self {
             Self::Ollama(server) => server.chat_count(),
             Self::OpenAi(server) => server.chat_count(),
+        }
+    }
+
+    /// Puts a simulated Pi behind the server (see [`crate::model_runner`]).
+    pub fn simulate(&self, settings: RunnerSettings) {
+        match self {
+            Self::Ollama(server) => server.simulate(settings),
+            Self::OpenAi(server) => server.simulate(settings),
+        }
+    }
+
+    /// What each answer cost the simulated Pi.
+    pub fn evaluations(&self) -> Vec<Evaluation> {
+        match self {
+            Self::Ollama(server) => server.evaluations(),
+            Self::OpenAi(server) => server.evaluations(),
         }
     }
 

@@ -39,6 +39,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::fake_ollama::{ECHO_PREFIX, tokens};
+use crate::model_runner::{Evaluation, ModelRunner, RunnerSettings};
 
 /// The model the fake serves unless told otherwise.
 pub const DEFAULT_MODEL: &str = "qwen2.5-7b-instruct";
@@ -188,6 +189,9 @@ struct FakeState {
     scripts: VecDeque<Script>,
     default_script: Script,
     chat_requests: Vec<Value>,
+    /// When set, the server is a simulated llama-server on a Pi: `/props`, its prompt cache
+    /// in `usage` and `timings`, its context enforced.
+    runner: Option<ModelRunner>,
 }
 
 impl Shared {
@@ -207,6 +211,7 @@ impl FakeOpenAi {
             scripts: VecDeque::new(),
             default_script: Script::reply(DEFAULT_REPLY),
             chat_requests: Vec::new(),
+            runner: None,
         };
         let shared = Arc::new(Shared {
             api_key: api_key.map(str::to_owned),
@@ -216,6 +221,7 @@ impl FakeOpenAi {
         let app = Router::new()
             .route("/v1/models", get(models))
             .route("/v1/chat/completions", post(chat))
+            .route("/props", get(props))
             // On every path, unknown ones included, as vLLM checks the key.
             .layer(middleware::from_fn_with_state(
                 Arc::clone(&shared),
@@ -248,6 +254,24 @@ impl FakeOpenAi {
     }
 
     /// Queues a script for the next streaming chat call for a known model.
+    /// From now on the server behaves as llama-server on a Pi with `settings`: answers take
+    /// its time, report its prompt cache (`usage.prompt_tokens_details.cached_tokens`,
+    /// `timings`), `/props` says its context per slot, and a prompt that does not fit is
+    /// refused as llama-server refuses it.
+    pub fn simulate(&self, settings: RunnerSettings) {
+        self.shared.state().runner = Some(ModelRunner::new(settings));
+    }
+
+    /// What each answer cost the simulated runner (empty unless [`Self::simulate`]d).
+    pub fn evaluations(&self) -> Vec<Evaluation> {
+        let state = self.shared.state();
+        state
+            .runner
+            .as_ref()
+            .map(|r| r.evaluations().to_vec())
+            .unwrap_or_default()
+    }
+
     pub fn push_script(&self, script: Script) {
         self.shared.state().scripts.push_back(script);
     }
@@ -390,6 +414,26 @@ async fn models(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(json!({ "object": "list", "data": data }))
 }
 
+/// llama-server's `/props`, as far as a client reads it; 404 unless simulating one (vLLM and
+/// others have no such path).
+async fn props(State(shared): State<Arc<Shared>>) -> Response {
+    let state = shared.state();
+    let Some(runner) = &state.runner else {
+        return error_response(
+            404,
+            error_json("File Not Found", "not_found_error", None, "404"),
+        );
+    };
+    Json(json!({
+        "default_generation_settings": {"id": 0, "n_ctx": runner.settings.context, "speculative": false, "is_processing": false},
+        "total_slots": runner.settings.slots,
+        "model_path": "/models/gemma-2-2b-it-Q4_0.gguf",
+        "chat_template": "{{ bos_token }}{% for message in messages %}…",
+        "build_info": "b6000-fake",
+    }))
+    .into_response()
+}
+
 async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         let body = error_json(
@@ -401,7 +445,7 @@ async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         return error_response(400, body);
     };
     let model = request["model"].as_str().unwrap_or_default().to_owned();
-    let (script, number) = {
+    let (script, number, simulated) = {
         let mut state = shared.state();
         state.chat_requests.push(request.clone());
         if !state.models.contains(&model) {
@@ -424,11 +468,28 @@ async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             );
             return error_response(400, body);
         }
-        let script = state
+        let mut script = state
             .scripts
             .pop_front()
             .unwrap_or_else(|| state.default_script.clone());
-        (script, state.chat_requests.len())
+        let number = state.chat_requests.len();
+        let simulated = match (&mut state.runner, &script.kind) {
+            (Some(runner), Kind::Reply { text, .. }) => {
+                let text = reply_text(text, &request);
+                let evaluation = runner.run(&request["messages"], None, &text);
+                if evaluation.prompt_tokens > u64::from(evaluation.context) {
+                    return exceeds_context(&evaluation);
+                }
+                let prompt_time = runner.prompt_time(&evaluation);
+                let generation_time = runner.generation_time(evaluation.answer_tokens);
+                let words = tokens(&text).len().max(1) as u32;
+                script.first_token_delay += runner.scaled(prompt_time);
+                script.token_delay = runner.scaled(generation_time) / words;
+                Some((evaluation, prompt_time, generation_time))
+            }
+            _ => None,
+        };
+        (script, number, simulated)
     };
     let answer = Answer {
         id: format!("chatcmpl-{number}"),
@@ -452,19 +513,23 @@ async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             text,
             finish_reason,
         } => {
-            let text =
-                text.unwrap_or_else(|| format!("{ECHO_PREFIX}{}", last_user_message(&request)));
+            let text = reply_text(&text, &request);
             let tokens = tokens(&text);
             let count = tokens.len();
             events.tokens(&answer, tokens);
             let finish_reason = format!("\"{finish_reason}\"");
             events.push(answer.chunk(&choice("{}", &finish_reason)));
             if request["stream_options"]["include_usage"] == true {
-                let usage = format!(
-                    "\"choices\":[],\"usage\":{{\"prompt_tokens\":{PROMPT_TOKENS},\
-                     \"completion_tokens\":{count},\"total_tokens\":{}}}",
-                    PROMPT_TOKENS + count
-                );
+                let usage = match &simulated {
+                    None => format!(
+                        "\"choices\":[],\"usage\":{{\"prompt_tokens\":{PROMPT_TOKENS},\
+                         \"completion_tokens\":{count},\"total_tokens\":{}}}",
+                        PROMPT_TOKENS + count
+                    ),
+                    Some((evaluation, prompt_time, generation_time)) => {
+                        llama_server_usage(evaluation, *prompt_time, *generation_time)
+                    }
+                };
                 events.push(answer.chunk(&usage));
             }
             events.push("data: [DONE]\n\n".to_owned());
@@ -486,6 +551,43 @@ async fn chat(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         finished: false,
     };
     sse_response(events.queue, guard, stall)
+}
+
+/// The scripted text, or the echo of the request's last user message.
+fn reply_text(text: &Option<String>, request: &Value) -> String {
+    text.clone()
+        .unwrap_or_else(|| format!("{ECHO_PREFIX}{}", last_user_message(request)))
+}
+
+/// llama-server's last chunk's `usage` (with the cached prompt tokens) and `timings`.
+fn llama_server_usage(evaluation: &Evaluation, prompt: Duration, generation: Duration) -> String {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let usage = json!({
+        "completion_tokens": evaluation.answer_tokens,
+        "prompt_tokens": evaluation.prompt_tokens,
+        "total_tokens": evaluation.prompt_tokens + evaluation.answer_tokens,
+        "prompt_tokens_details": {"cached_tokens": evaluation.cached_tokens},
+    });
+    let timings = json!({
+        "cache_n": evaluation.cached_tokens,
+        "prompt_n": evaluation.evaluated_tokens(),
+        "prompt_ms": ms(prompt),
+        "predicted_n": evaluation.answer_tokens,
+        "predicted_ms": ms(generation),
+    });
+    format!("\"choices\":[],\"usage\":{usage},\"timings\":{timings}")
+}
+
+/// llama-server's answer to a prompt longer than its context per slot.
+fn exceeds_context(evaluation: &Evaluation) -> Response {
+    let body = json!({"error": {
+        "code": 400,
+        "message": "the request exceeds the available context size, try increasing it",
+        "type": "exceed_context_size_error",
+        "n_prompt_tokens": evaluation.prompt_tokens,
+        "n_ctx": evaluation.context,
+    }});
+    error_response(400, body.to_string())
 }
 
 /// What every chunk of one answer repeats.

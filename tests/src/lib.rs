@@ -18,6 +18,7 @@ pub mod fake_ollama;
 pub mod fake_openai;
 pub mod fake_telegram;
 pub mod fake_weather;
+pub mod model_runner;
 pub mod proc_stats;
 pub mod samples;
 pub mod timing;

@@ -11,6 +11,7 @@ use pi_agent_tests::fake_llm::Backend;
 use pi_agent_tests::fake_ollama::{Script, unused_url};
 use pi_agent_tests::fake_telegram::{Failure, SentMessage, validate_html};
 use pi_agent_tests::guests;
+use pi_agent_tests::model_runner::RunnerSettings;
 
 async fn harness(backend: Backend) -> Harness {
     Harness::with_backend(env!("CARGO_BIN_EXE_pi-agent-cli"), backend).await
@@ -796,6 +797,87 @@ async fn a_refused_request_costs_the_guest_its_data_not_the_user_an_answer(backe
     );
 }
 
+/// `count` words of filler, numbered from `from` so no two texts share more than their
+/// start.
+fn words(from: usize, count: usize) -> String {
+    (from..from + count)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn a_long_conversation_fits_the_context_and_keeps_the_cache_warm(backend: Backend) {
+    let mut h = harness(backend).await;
+    // A Pi with 2048 tokens of context (Ollama: OLLAMA_NUM_CTX's default; the /v1 server:
+    // what its /props says), 100 000 times faster.
+    h.llm.simulate(RunnerSettings {
+        speedup: 100_000.0,
+        ..RunnerSettings::default()
+    });
+    let _bot = h.bot(&[]);
+    let budget = 2048 - 2048 / 8;
+    for turn in 0..16 {
+        // Long questions (~1 200 bytes) every third turn, answers of ~600 bytes.
+        let question_words = if turn % 3 == 0 { 240 } else { 40 };
+        let question = format!("Question {turn}: {}", words(turn * 1000, question_words));
+        let answer = format!("Answer {turn}: {}", words(turn * 1000 + 500, 120));
+        h.llm.push_script(Script::reply(answer.clone()));
+        h.exchange(OWNER, &question, &answer).await;
+    }
+    // A message longer than the whole context is refused before any request.
+    let requests = h.llm.chat_count();
+    h.telegram
+        .push_message(OWNER, OWNER, &format!("Too long: {}", words(0, 2500)));
+    let refusal = h
+        .wait_for_message(OWNER, |m| m.text.contains("too long for the model"))
+        .await;
+    assert!(refusal.text.contains("OLLAMA_NUM_CTX"), "{}", refusal.text);
+    assert_eq!(h.llm.chat_count(), requests);
+
+    let evaluations = h.llm.evaluations();
+    assert_eq!(evaluations.len(), 16);
+    for (turn, evaluation) in evaluations.iter().enumerate() {
+        assert!(
+            evaluation.prompt_tokens <= budget && !evaluation.overflowed(),
+            "turn {turn}: {evaluation:?} (budget {budget})"
+        );
+    }
+    // Every prompt starts with the system prompt, and one that did not start a new window
+    // had only its new message evaluated: the rest came from the cache.
+    let requests = h.llm.chat_requests();
+    let mut cuts = 0;
+    for (turn, (request, evaluation)) in requests.iter().zip(&evaluations).enumerate().skip(1) {
+        let messages = user_messages(request);
+        assert!(messages[0].starts_with("You are a concise"), "{messages:?}");
+        let previous = user_messages(&requests[turn - 1]);
+        if messages.len() == previous.len() + 2 {
+            // The window grew: this prompt is the last one, its answer and the new message.
+            assert_eq!(messages[..previous.len()], previous[..], "turn {turn}");
+            assert!(
+                evaluation.evaluated_tokens() <= evaluation.ideal_tokens + 1,
+                "turn {turn}: {evaluation:?}"
+            );
+        } else {
+            cuts += 1;
+        }
+    }
+    assert!((1..=5).contains(&cuts), "{cuts} cuts in 16 turns");
+
+    // The figures reach /status.
+    h.telegram.push_message(OWNER, OWNER, "/status");
+    let status = h
+        .wait_for_message(OWNER, |m| m.text.contains("Prompt cache:"))
+        .await;
+    assert!(status.text.contains("First token:"), "{}", status.text);
+    let estimated = matches!(backend, Backend::Ollama);
+    assert_eq!(
+        status.text.contains("(estimated)"),
+        estimated,
+        "{}",
+        status.text
+    );
+}
+
 /// Runs each test against both backends, as `ollama::<name>` and `openai::<name>`.
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -840,4 +922,5 @@ on_both_backends!(
     sigterm_ends_a_delivery_waiting_out_a_429_after_the_grace_period,
     the_weather_tool_puts_the_forecast_in_the_prompt_and_fails_soft,
     a_refused_request_costs_the_guest_its_data_not_the_user_an_answer,
+    a_long_conversation_fits_the_context_and_keeps_the_cache_warm,
 );

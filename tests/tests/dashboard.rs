@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use pi_agent_tests::bot::{FRIEND, Harness, PATIENCE, RunningBot, TOKEN};
 use pi_agent_tests::fake_ollama::Script;
+use pi_agent_tests::model_runner::RunnerSettings;
 use reqwest::StatusCode;
 use reqwest::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 
@@ -261,6 +262,15 @@ async fn metrics_parse_and_count_a_message_that_the_live_log_shows() {
     assert!(value(&after, "pi_agent_llm_first_token_seconds_count", &[]) >= 1.0);
     assert!(value(&after, "pi_agent_llm_tokens_total", &[]) >= 1.0);
     assert_eq!(value(&after, "pi_agent_queue_depth", &[]), 0.0);
+    // The prompt's tokens by kind (a first message finds nothing cached), the model's load.
+    let prompt = "pi_agent_llm_prompt_tokens_total";
+    assert!(value(&after, prompt, &[("kind", "evaluated")]) >= 1.0);
+    let cached_sample = after
+        .samples
+        .iter()
+        .any(|s| s.metric == prompt && s.labels.get("kind") == Some("cached"));
+    assert!(cached_sample, "no {prompt}{{kind=\"cached\"}}");
+    assert!(value(&after, "pi_agent_llm_model_load_seconds_count", &[]) >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -387,6 +397,11 @@ async fn log_in_with(browser: &fantoccini::Client, base: &str, token: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn in_a_real_browser_the_owner_logs_in_reloads_and_watches_the_log() {
     let mut h = Harness::start(env!("CARGO_BIN_EXE_pi-agent-cli")).await;
+    // A Pi behind the fake Ollama, ten times faster: the Overview shows its figures.
+    h.llm.simulate(RunnerSettings {
+        speedup: 10.0,
+        ..RunnerSettings::default()
+    });
     h.llm.push_script(Script::reply("Hello from the Pi."));
     let (_bot, base) = bot_with_dashboard(&mut h).await;
     h.wait_until_polling().await;
@@ -439,6 +454,11 @@ async fn in_a_real_browser_the_owner_logs_in_reloads_and_watches_the_log() {
     browser.goto(&format!("{base}/")).await.unwrap();
     let overview = wait_for_text(&browser, "#messages-today", |t| t != "0").await;
     assert_eq!(overview, "1");
+    // The first message found nothing in the cache; its first token took the Pi's time.
+    let share = wait_for_text(&browser, "#cache-share", |t| t.ends_with('%')).await;
+    assert_eq!(share, "0%");
+    let first_token = wait_for_text(&browser, "#first-token-p50", |t| t.ends_with(" s")).await;
+    assert_ne!(first_token, "0.0 s");
     screenshot(&browser, "overview-after-a-message").await;
     browser.close().await.unwrap();
 }

@@ -131,6 +131,14 @@ impl LlmBackend for FakeLlm {
         "the fake LLM".into()
     }
 
+    fn context_length<'a>(
+        &'a self,
+        _model: &'a str,
+        requested: Option<u32>,
+    ) -> BoxFuture<'a, Result<u32, LlmError>> {
+        Box::pin(async move { Ok(requested.unwrap_or(2048)) })
+    }
+
     fn check_model<'a>(&'a self, _model: &'a str) -> BoxFuture<'a, Result<(), LlmError>> {
         Box::pin(async { Ok(()) })
     }

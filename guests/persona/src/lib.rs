@@ -1,12 +1,18 @@
-//! `persona` formatter: puts the configured system prompt in front of the conversation and
-//! keeps the history within a message count and a character budget.
+//! `persona` formatter: puts the configured system prompt in front of the conversation.
+//!
+//! The history it gets is the window the host chose for the model's context: grown turn by
+//! turn and cut rarely, in large blocks, so that the model server's prompt cache serves
+//! most of every prompt. The persona keeps it as it is unless told to cap it.
 //!
 //! Config (`[stage.config]` in `pipeline.toml`):
 //! - `system_prompt` — text; none means no system message is added;
-//! - `max_history_messages` — earlier turns kept (default 20);
-//! - `max_history_chars` — character budget for those turns (default 6000);
 //! - `fold_system_prompt` — `true` puts the system prompt at the top of the first user
-//!   turn instead, for models whose chat template has no system role (Gemma 2).
+//!   turn instead, for models whose chat template has no system role (Gemma 2);
+//! - `max_history_messages`, `max_history_chars` — optional caps on the earlier turns kept
+//!   (default: none). A cap drops the oldest turn each time the conversation grows past
+//!   it: every prompt then starts differently and the model re-reads all of it, which on a
+//!   Pi costs a minute per message. Leave them unset; `HISTORY_MESSAGES` and the model's
+//!   context bound the host's window without that cost.
 
 use pi_agent_guest::{ChatContext, ChatMessage, Formatter, Outcome, Prompt, Role};
 
@@ -21,8 +27,8 @@ impl Settings {
     fn from_config() -> Self {
         Self {
             system_prompt: pi_agent_guest::config("system_prompt").filter(|s| !s.trim().is_empty()),
-            max_history_messages: pi_agent_guest::config_or("max_history_messages", 20),
-            max_history_chars: pi_agent_guest::config_or("max_history_chars", 6000),
+            max_history_messages: pi_agent_guest::config_or("max_history_messages", usize::MAX),
+            max_history_chars: pi_agent_guest::config_or("max_history_chars", usize::MAX),
             fold_system_prompt: pi_agent_guest::config_or("fold_system_prompt", false),
         }
     }
@@ -62,14 +68,16 @@ fn system_message(settings: &Settings) -> Option<ChatMessage> {
         .map(|s| ChatMessage::new(Role::System, s))
 }
 
-/// The newest turns that fit both limits, oldest first, starting with a user turn (chat
+/// The newest turns that fit both caps, oldest first, starting with a user turn (chat
 /// templates such as Gemma's expect user/assistant alternation to start with the user).
 fn history_window(settings: &Settings, turns: Vec<ChatMessage>) -> Vec<ChatMessage> {
-    let mut chars = 0;
+    let mut chars = 0usize;
     let mut kept = 0;
     for message in turns.iter().rev() {
         let len = message.content.chars().count();
-        if kept == settings.max_history_messages || chars + len > settings.max_history_chars {
+        if kept == settings.max_history_messages
+            || chars.saturating_add(len) > settings.max_history_chars
+        {
             break;
         }
         chars += len;
@@ -176,6 +184,25 @@ mod tests {
                 (Role::User, "now".into())
             ]
         );
+    }
+
+    #[test]
+    fn without_caps_the_hosts_window_is_kept_whole() {
+        let settings = Settings {
+            system_prompt: Some("Be brief.".into()),
+            max_history_messages: usize::MAX,
+            max_history_chars: usize::MAX,
+            fold_system_prompt: true,
+        };
+        let long = "x".repeat(50_000);
+        let mut history: Vec<(Role, &str)> = Vec::new();
+        for _ in 0..100 {
+            history.extend([(Role::User, long.as_str()), (Role::Assistant, "ok")]);
+        }
+        history.push((Role::User, "now"));
+        let out = apply(&settings, chat(&history));
+        assert_eq!(out.len(), 201);
+        assert!(out[0].content.starts_with("Be brief.\n\nxxx"));
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The conversation service: the one place that joins the pipeline, the LLM, the store and
 //! a reply renderer (Telegram or a terminal, behind [`Replies`]).
 //!
+//! A prompt holds the chat's history *window* (`window`): cut rarely and in large blocks to
+//! fit the model's context (`context`), so that the model server's prompt cache serves
+//! most of every prompt.
+//!
 //! A message is *accepted* (written to the store, durably) before its Telegram update is
 //! acknowledged, waits in a bounded queue that keeps each chat's order, and is *completed*
 //! (removed from the store, its turn added to history) only once the reply was delivered.
@@ -8,9 +12,11 @@
 //! job was already started [`MAX_ATTEMPTS`] times without finishing: a message that crashes
 //! the process (an OOM kill, a host bug) would otherwise crash it after every restart.
 
+mod context;
 mod jobs;
 mod queue;
 mod sink;
+mod window;
 mod worker;
 
 pub use jobs::{Enqueued, JobKind, NewJob, PendingJob};
@@ -27,6 +33,8 @@ use crate::config::{ChatConfig, LlmConfig};
 use crate::llm::{LlmBackend, LlmError, ModelInfo, RunningModel, same_model};
 use crate::pipeline::{Pipeline, SharedPipeline, StageInfo};
 use crate::store::{ChatCounts, SharedStore, Store, StoreError};
+use crate::telemetry::{self, CacheFigures, FirstTokenFigures};
+use context::Contexts;
 use queue::Queue;
 
 /// How often a job may be started without finishing (the process died while answering it)
@@ -43,6 +51,10 @@ pub struct Status {
     pub waiting: usize,
     pub running: usize,
     pub last_tokens_per_second: Option<f64>,
+    /// How much of the last answers' prompts the server's cache served.
+    pub prompt_cache: Option<CacheFigures>,
+    /// How long the last answers' first tokens took.
+    pub first_token: Option<FirstTokenFigures>,
     pub uptime: Duration,
     pub default_model: String,
     /// Which server answers now, in one line.
@@ -93,6 +105,8 @@ pub struct ChatService<R: Replies> {
     queue: Arc<Mutex<Queue>>,
     job_ready: Notify,
     last_tokens_per_second: Mutex<Option<f64>>,
+    /// What fits each model's context.
+    contexts: Contexts,
     resets: Mutex<std::collections::HashMap<i64, u64>>,
     started: Instant,
     /// Parent of every running job's cancel token; cancelled when the grace period ends.
@@ -113,6 +127,11 @@ impl<R: Replies> ChatService<R> {
                 config.queue_capacity,
                 config.llm_concurrency,
             ))),
+            contexts: Contexts::new(
+                llm_config.options.num_ctx,
+                llm_config.options.num_predict,
+                config.history_messages,
+            ),
             config,
             llm_config,
             llm,
@@ -294,6 +313,8 @@ impl<R: Replies> ChatService<R> {
                 .last_tokens_per_second
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
+            prompt_cache: telemetry::stats().answers.cache(),
+            first_token: telemetry::stats().answers.first_token(),
             uptime: self.started.elapsed(),
             default_model: self.llm_config.primary.model.clone(),
             serving: self.llm.serving(),

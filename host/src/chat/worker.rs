@@ -8,7 +8,9 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::context::ModelBudget;
 use super::queue::Queue;
+use super::window::{self, Plan, TooLong};
 use super::{ChatService, MAX_ATTEMPTS, Replies, ReplySink};
 use super::{JobKind, NewJob, PendingJob};
 use crate::clock;
@@ -21,6 +23,10 @@ use crate::telemetry::{self, MessageOutcome};
 /// How often the typing indicator is renewed while waiting for the first token (Telegram
 /// shows it for about five seconds).
 const TYPING_RENEWAL: Duration = Duration::from_secs(4);
+
+/// The least room an answer must have: a prompt the formatters made longer than planned
+/// eats into the answer's room, but not below this.
+const MIN_ANSWER_TOKENS: u32 = 64;
 
 /// How a job ended, for the store.
 enum Ending {
@@ -115,9 +121,12 @@ impl<R: Replies> ChatService<R> {
         if job.message.kind == JobKind::Reminder {
             return self.remind(&mut sink, &job.message).await;
         }
-        let prompt = match self.prompt_for(&job.message).await {
-            Ok(prompt) => prompt,
-            Err(e) => {
+        let planned = match self.prompt_for(&job.message).await {
+            Ok(planned) => planned,
+            Err(Unplanned::TooLong(too_long)) => {
+                return fail(&mut sink, &too_long_text(&too_long)).await;
+            }
+            Err(Unplanned::Store(e)) => {
                 tracing::error!("cannot read history: {e}");
                 return fail(
                     &mut sink,
@@ -128,7 +137,9 @@ impl<R: Replies> ChatService<R> {
         };
         let pipeline = self.pipeline();
         let started = Instant::now();
-        let outcome = pipeline.format(&job.message.context, prompt).await;
+        let outcome = pipeline
+            .format(&job.message.context, planned.prompt.clone())
+            .await;
         tracing::debug!(pipeline_time = ?started.elapsed(), "formatted");
         match outcome {
             Err(e) => fail(&mut sink, &stage_failure_text(&e)).await,
@@ -140,7 +151,8 @@ impl<R: Replies> ChatService<R> {
                 }
             }
             Ok(FormatOutcome::Reply { prompt, reply }) => {
-                let answer = Answer::new(&pipeline, &job.message, &prompt);
+                let typed = job.message.text.clone();
+                let answer = Answer::new(&pipeline, &job.message, &prompt, typed);
                 let raw = reply.text.clone();
                 match answer.shape(reply, true).await {
                     Err(e) => fail(&mut sink, &stage_failure_text(&e)).await,
@@ -148,10 +160,41 @@ impl<R: Replies> ChatService<R> {
                 }
             }
             Ok(FormatOutcome::Prompt(prompt)) => {
-                let answer = Answer::new(&pipeline, &job.message, &prompt);
+                let prompt = match self.fit(&planned, prompt) {
+                    Ok(prompt) => prompt,
+                    Err(too_long) => return fail(&mut sink, &too_long_text(&too_long)).await,
+                };
+                let seen = seen_user_turn(&job.message.text, &prompt, planned.opens_window);
+                let answer = Answer::new(&pipeline, &job.message, &prompt, seen);
                 self.generate(&mut sink, &answer, cancel).await
             }
         }
+    }
+
+    /// The formatters' `prompt`, checked against the context planned for it; what they
+    /// added is remembered to plan the next windows.
+    fn fit(&self, planned: &Planned, mut prompt: Prompt) -> Result<Prompt, TooLong> {
+        let budget = &planned.budget;
+        let tokens = budget.prompt_tokens(&prompt.messages);
+        self.contexts
+            .added_by_pipeline(tokens.saturating_sub(planned.tokens));
+        // The same context for every request: a guest asking for another one would make
+        // Ollama reload the model, and its prompt cache with it.
+        prompt.options.num_ctx = Some(budget.context);
+        if tokens.saturating_add(MIN_ANSWER_TOKENS) > budget.context {
+            return Err(TooLong {
+                needed: tokens,
+                limit: budget.window.tokens,
+            });
+        }
+        if tokens > budget.window.tokens {
+            tracing::warn!(
+                tokens,
+                planned = budget.window.tokens,
+                "the pipeline added more than planned: less room for the answer"
+            );
+        }
+        Ok(prompt)
     }
 
     /// A reminder: its announcement through the shapers, as if a formatter had answered.
@@ -162,7 +205,7 @@ impl<R: Replies> ChatService<R> {
             options: self.llm_config.options.clone(),
         };
         let pipeline = self.pipeline();
-        let answer = Answer::new(&pipeline, message, &prompt);
+        let answer = Answer::new(&pipeline, message, &prompt, message.text.clone());
         match answer.shape(Reply::plain(String::new()), true).await {
             Err(e) => fail(sink, &stage_failure_text(&e)).await,
             Ok(shaped) => deliver(sink, &shaped, None).await,
@@ -201,15 +244,42 @@ impl<R: Replies> ChatService<R> {
         Ending::Completed(None, MessageOutcome::GivenUp)
     }
 
-    async fn prompt_for(&self, message: &NewJob) -> Result<Prompt, StoreError> {
-        let (chat_id, limit) = (message.chat_id, self.config.history_messages);
-        let mut messages = self.db(move |s| s.history(chat_id, limit)).await?;
-        messages.push(ChatMessage::new(Role::User, message.text.clone()));
+    /// The prompt for `message`: the chat's history window — cut if the new message would
+    /// not fit beside it — and the message.
+    async fn prompt_for(&self, message: &NewJob) -> Result<Planned, Unplanned> {
+        let chat_id = message.chat_id;
         let model = self.model(chat_id).await?;
-        Ok(Prompt {
+        let budget = self.contexts.budget(&*self.llm, &model).await;
+        let mut history = self.db(move |s| s.history_window(chat_id)).await?;
+        let new = ChatMessage::new(Role::User, message.text.clone());
+        let fixed = budget.prompt_tokens(std::slice::from_ref(&new)) + budget.overhead;
+        let cost = |m: &crate::store::StoredMessage| budget.message_tokens(&m.message);
+        if let Plan::Cut { first_id } = window::plan(&history, cost, fixed, budget.window)? {
+            let dropped = history.iter().take_while(|m| m.id < first_id).count();
+            tracing::info!(
+                dropped,
+                kept = history.len() - dropped,
+                "history window cut: the model reads what it keeps once more"
+            );
+            self.db(move |s| s.cut_history_window(chat_id, first_id))
+                .await?;
+            history.drain(..dropped);
+        }
+        let mut messages: Vec<ChatMessage> = history.into_iter().map(|m| m.message).collect();
+        let opens_window = messages.is_empty();
+        messages.push(new);
+        let mut options = self.llm_config.options.clone();
+        options.num_ctx = Some(budget.context);
+        let prompt = Prompt {
             model,
             messages,
-            options: self.llm_config.options.clone(),
+            options,
+        };
+        Ok(Planned {
+            tokens: budget.prompt_tokens(&prompt.messages),
+            prompt,
+            budget,
+            opens_window,
         })
     }
 
@@ -239,6 +309,8 @@ impl<R: Replies> ChatService<R> {
         let mut shape_partials = answer.prompt.options.format.is_none();
         let mut typing =
             tokio::time::interval_at(tokio::time::Instant::now() + TYPING_RENEWAL, TYPING_RENEWAL);
+        // Another model answers on the fallback: its counts teach nothing about this one.
+        let mut fell_back = false;
         loop {
             let event = tokio::select! {
                 event = stream.next() => event,
@@ -252,7 +324,10 @@ impl<R: Replies> ChatService<R> {
                 }
             };
             match event {
-                Some(Ok(ReplyEvent::Notice(note))) => sink.aside(&note).await,
+                Some(Ok(ReplyEvent::Notice(note))) => {
+                    fell_back = true;
+                    sink.aside(&note).await;
+                }
                 Some(Ok(ReplyEvent::Delta(delta))) => {
                     if text.is_empty() {
                         let after = requested.elapsed();
@@ -274,11 +349,34 @@ impl<R: Replies> ChatService<R> {
                 Some(Ok(ReplyEvent::Done(stats))) => {
                     let tps = stats.tokens_per_second();
                     telemetry::generated(stats.eval_count, tps);
+                    telemetry::prompt_read(
+                        stats.prompt_eval_count,
+                        stats.prompt_cached,
+                        stats.prompt_cached_estimated,
+                        stats.load_duration,
+                    );
+                    if !fell_back {
+                        let prompt = answer.prompt;
+                        self.contexts.learn(&prompt.model, &prompt.messages, &stats);
+                    }
                     *self
                         .last_tokens_per_second
                         .lock()
                         .unwrap_or_else(|e| e.into_inner()) = tps;
-                    tracing::info!(tokens = stats.eval_count, tokens_per_second = tps.unwrap_or(0.0), total = ?requested.elapsed(), cut_off = stats.cut_off, "generated");
+                    tracing::info!(
+                        tokens = stats.eval_count,
+                        tokens_per_second = tps.unwrap_or(0.0),
+                        prompt_tokens = stats.prompt_eval_count,
+                        prompt_cached = stats.prompt_cached,
+                        prompt_cached_estimated = stats.prompt_cached_estimated,
+                        prompt_evaluated = stats.prompt_evaluated(),
+                        prompt_eval = ?stats.prompt_eval_duration,
+                        eval = ?stats.eval_duration,
+                        load = ?stats.load_duration,
+                        total = ?requested.elapsed(),
+                        cut_off = stats.cut_off,
+                        "generated"
+                    );
                     let shaped = match answer.shape(Reply::plain(text.clone()), true).await {
                         Err(e) => return fail(sink, &stage_failure_text(&e)).await,
                         Ok(shaped) => shaped,
@@ -448,19 +546,76 @@ async fn deliver<S: ReplySink>(
     }
 }
 
+/// A prompt planned to fit the model's context, before the formatters.
+struct Planned {
+    prompt: Prompt,
+    budget: ModelBudget,
+    /// Tokens `prompt` takes (as estimated).
+    tokens: u32,
+    /// No earlier turn is in the window: the new message opens it.
+    opens_window: bool,
+}
+
+/// Why no prompt could be planned.
+enum Unplanned {
+    Store(StoreError),
+    TooLong(TooLong),
+}
+
+impl From<StoreError> for Unplanned {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl From<TooLong> for Unplanned {
+    fn from(e: TooLong) -> Self {
+        Self::TooLong(e)
+    }
+}
+
+/// The user's turn as the model saw it, for history: the prompt's last message after the
+/// formatters — with the data they added — so that the next prompt continues this one
+/// exactly (the server's prompt cache). When the message opened the window, what the
+/// formatters put *before* the user's words is left out: that is where a persona folds its
+/// system prompt, and it folds it again into whichever message opens the window next time.
+fn seen_user_turn(typed: &str, prompt: &Prompt, opened_window: bool) -> String {
+    let Some(last) = prompt.messages.last().filter(|m| m.role == Role::User) else {
+        return typed.to_owned();
+    };
+    if !opened_window {
+        return last.content.clone();
+    }
+    let seen = &last.content;
+    // The user's words start the message, or a line (a fold ends with a blank line).
+    let start = if seen.starts_with(typed) {
+        Some(0)
+    } else {
+        seen.find(&format!("\n{typed}")).map(|at| at + 1)
+    };
+    start.map_or_else(|| typed.to_owned(), |at| seen[at..].to_owned())
+}
+
 /// One message's answer as it is produced: what shaping it and remembering it need.
 struct Answer<'a> {
     pipeline: &'a Pipeline,
     message: &'a NewJob,
     /// What the LLM is asked (after the formatters).
     prompt: &'a Prompt,
+    /// The user's turn as history keeps it.
+    user_turn: String,
     /// A scheduled task's first line ("⏰ Good morning briefing"), so the chat sees why the
     /// bot writes unasked; the whole reply of a reminder.
     announcement: Option<String>,
 }
 
 impl<'a> Answer<'a> {
-    fn new(pipeline: &'a Pipeline, message: &'a NewJob, prompt: &'a Prompt) -> Self {
+    fn new(
+        pipeline: &'a Pipeline,
+        message: &'a NewJob,
+        prompt: &'a Prompt,
+        user_turn: String,
+    ) -> Self {
         let announcement = message.context.scheduled.map(|run| {
             crate::schedule::announcement(&message.text, &run, &message.context.time_zone)
         });
@@ -468,6 +623,7 @@ impl<'a> Answer<'a> {
             pipeline,
             message,
             prompt,
+            user_turn,
             announcement,
         }
     }
@@ -491,9 +647,10 @@ impl<'a> Answer<'a> {
             .await
     }
 
-    /// The turn to keep in history once `text` was delivered as the answer.
+    /// The turn to keep in history once `text` was delivered as the answer: `text` as the
+    /// model wrote it, not as shaped for the chat, so the next prompt continues the cache.
     fn turn(&self, text: String) -> Option<(String, String)> {
-        Some((self.message.text.clone(), text))
+        Some((self.user_turn.clone(), text))
     }
 }
 
@@ -512,4 +669,12 @@ fn stage_failure_text(error: &StageError) -> String {
 
 fn llm_failure_text(error: &LlmError) -> String {
     format!("⚠️ {error}")
+}
+
+fn too_long_text(too_long: &TooLong) -> String {
+    format!(
+        "⚠️ That message is too long for the model: it takes about {} tokens, and a prompt \
+         may hold {} here (OLLAMA_NUM_CTX). Send a shorter one, or split it.",
+        too_long.needed, too_long.limit
+    )
 }

@@ -169,12 +169,7 @@ fn options(env: &mut Env) -> GenerationOptions {
         top_k: env.optional("OLLAMA_TOP_K", "a whole number > 0, e.g. 40", |v: &u32| {
             *v > 0
         }),
-        num_ctx: Some(env.parse(
-            "OLLAMA_NUM_CTX",
-            2048,
-            "a whole number of tokens ≥ 256, e.g. 2048",
-            |v: &u32| *v >= 256,
-        )),
+        num_ctx: context_size(env),
         num_predict: env.optional(
             "OLLAMA_NUM_PREDICT",
             "a whole number of tokens, or -1 for no limit",
@@ -182,6 +177,23 @@ fn options(env: &mut Env) -> GenerationOptions {
         ),
         ..GenerationOptions::default()
     }
+}
+
+/// `OLLAMA_NUM_CTX`: tokens of context per request (what a Pi affords: 2048), or `auto` for
+/// the model's own length (`None`).
+fn context_size(env: &mut Env) -> Option<u32> {
+    if env
+        .get("OLLAMA_NUM_CTX")
+        .is_some_and(|v| v.eq_ignore_ascii_case("auto"))
+    {
+        return None;
+    }
+    Some(env.parse(
+        "OLLAMA_NUM_CTX",
+        2048,
+        "a whole number of tokens ≥ 256, e.g. 2048, or auto (the model's own length)",
+        |v: &u32| *v >= 256,
+    ))
 }
 
 #[cfg(test)]

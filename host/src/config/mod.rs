@@ -170,8 +170,8 @@ fn looks_like_bot_token(token: &str) -> bool {
 /// Settings for the conversation service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatConfig {
-    /// `HISTORY_MESSAGES`: earlier messages of a chat sent with each prompt (the persona
-    /// guest may trim further).
+    /// `HISTORY_MESSAGES`: earlier messages of a chat a prompt holds at most (besides the
+    /// model's context, which usually decides); the window is cut in blocks.
     pub history_messages: usize,
     /// `QUEUE_CAPACITY`: messages waiting at most; more are politely refused.
     pub queue_capacity: usize,
@@ -192,8 +192,8 @@ impl ChatConfig {
             // More than the store keeps would silently be fewer.
             history_messages: env.parse(
                 "HISTORY_MESSAGES",
-                20,
-                &format!("a whole number up to {KEPT_MESSAGES}, e.g. 20"),
+                KEPT_MESSAGES,
+                &format!("a whole number up to {KEPT_MESSAGES}, e.g. 60"),
                 |v: &usize| *v <= KEPT_MESSAGES,
             ),
             queue_capacity: env.parse(

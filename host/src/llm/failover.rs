@@ -226,6 +226,29 @@ impl LlmBackend for Failover {
         }
     }
 
+    /// The smaller of the two: a message may be answered by either, and must fit both
+    /// (the fallback answers with its own model). One that cannot be asked does not count.
+    fn context_length<'a>(
+        &'a self,
+        model: &'a str,
+        requested: Option<u32>,
+    ) -> BoxFuture<'a, Result<u32, LlmError>> {
+        let inner = &self.inner;
+        Box::pin(async move {
+            let (primary, fallback) = tokio::join!(
+                inner.primary.context_length(model, requested),
+                inner
+                    .fallback
+                    .context_length(&inner.fallback_model, requested)
+            );
+            match (primary, fallback) {
+                (Ok(primary), Ok(fallback)) => Ok(primary.min(fallback)),
+                (Ok(one), Err(_)) | (Err(_), Ok(one)) => Ok(one),
+                (Err(e), Err(_)) => Err(e),
+            }
+        })
+    }
+
     fn check_model<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<(), LlmError>> {
         self.inner.primary.check_model(model)
     }
@@ -276,6 +299,8 @@ mod tests {
         answers: Mutex<VecDeque<Answer>>,
         models: Mutex<Vec<String>>,
         asked: Mutex<Vec<String>>,
+        /// The context the server says it has (`None`: it takes what is requested).
+        context: Mutex<Option<u32>>,
     }
 
     impl Scripted {
@@ -285,6 +310,7 @@ mod tests {
                 answers: Mutex::default(),
                 models: Mutex::default(),
                 asked: Mutex::default(),
+                context: Mutex::default(),
             })
         }
 
@@ -320,6 +346,15 @@ mod tests {
 
         fn running_models(&self) -> BoxFuture<'_, Result<Vec<RunningModel>, LlmError>> {
             Box::pin(async { Ok(Vec::new()) })
+        }
+
+        fn context_length<'a>(
+            &'a self,
+            _model: &'a str,
+            requested: Option<u32>,
+        ) -> BoxFuture<'a, Result<u32, LlmError>> {
+            let length = self.context.lock().unwrap().or(requested);
+            Box::pin(async move { length.ok_or_else(down) })
         }
 
         fn check_model<'a>(&'a self, _model: &'a str) -> BoxFuture<'a, Result<(), LlmError>> {
@@ -469,5 +504,18 @@ mod tests {
         primary.answer(Ok(answer("from the box")));
         let got = events(&failover).await;
         assert_eq!(got[0], Ok(ReplyEvent::Delta("from the box".into())));
+    }
+
+    #[tokio::test]
+    async fn a_prompt_must_fit_the_smaller_context_of_the_two() {
+        let (primary, fallback) = (Scripted::new("the GPU box"), Scripted::new("the Pi"));
+        *primary.context.lock().unwrap() = Some(32_768);
+        let failover = failover(&primary, &fallback);
+        // The Pi's Ollama takes what is asked for.
+        assert_eq!(failover.context_length("big", Some(2048)).await, Ok(2048));
+        // A fallback that cannot say leaves the primary's.
+        assert_eq!(failover.context_length("big", None).await, Ok(32_768));
+        *primary.context.lock().unwrap() = None;
+        assert_eq!(failover.context_length("big", None).await, Err(down()));
     }
 }

@@ -56,6 +56,12 @@ impl Server {
         self.authorised(self.http.post(self.url(path)))
     }
 
+    /// A GET of `url`, which need not be under the base URL (llama-server's `/props` sits
+    /// beside its `/v1`), with the server's key.
+    pub fn get_absolute(&self, url: &str) -> reqwest::RequestBuilder {
+        self.authorised(self.http.get(url))
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
     }
@@ -110,8 +116,18 @@ impl Server {
         path: &str,
         status_error: impl FnOnce(ErrorAnswer) -> LlmError,
     ) -> Result<T, LlmError> {
+        self.json(self.get(path), path, status_error).await
+    }
+
+    /// The small JSON document `request` (to `path`) answers, within the idle timeout.
+    pub async fn json<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        path: &str,
+        status_error: impl FnOnce(ErrorAnswer) -> LlmError,
+    ) -> Result<T, LlmError> {
         let load = async {
-            let response = self.send(self.get(path), status_error).await?;
+            let response = self.send(request, status_error).await?;
             let body = response
                 .bytes()
                 .await

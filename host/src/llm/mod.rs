@@ -5,12 +5,14 @@
 //! - `http` — the HTTP client, error bodies and `Retry-After` both APIs share;
 //! - `timeouts` — the waits and one answer's deadlines;
 //! - `ollama`, `openai` — the two APIs;
+//! - `prompt_cache` — what a server's prompt cache holds, for servers that do not say;
 //! - `failover` — a primary server with a fallback and a circuit breaker.
 
 mod failover;
 mod http;
 mod ollama;
 mod openai;
+mod prompt_cache;
 mod timeouts;
 
 pub use failover::Failover;
@@ -42,6 +44,17 @@ pub trait LlmBackend: Send + Sync + 'static {
     /// Models loaded in memory right now (Ollama: `/api/ps`; an OpenAI-compatible server
     /// keeps the models it serves loaded).
     fn running_models(&self) -> BoxFuture<'_, Result<Vec<RunningModel>, LlmError>>;
+
+    /// How many tokens of context one request for `model` gets, prompt and answer together,
+    /// when it asks for `requested` (`num_ctx`; `None`: the model's own). Ollama allocates
+    /// what a request asks for, up to the model's own length (`/api/show`); an
+    /// OpenAI-compatible server fixed its context when it started and says so (llama-server's
+    /// `/props`, vLLM's `max_model_len`), else `requested` is taken at its word.
+    fn context_length<'a>(
+        &'a self,
+        model: &'a str,
+        requested: Option<u32>,
+    ) -> BoxFuture<'a, Result<u32, LlmError>>;
 
     /// Startup check: the server is reachable and has `model`.
     fn check_model<'a>(&'a self, model: &'a str) -> BoxFuture<'a, Result<(), LlmError>>;
@@ -184,8 +197,16 @@ pub struct GenerationStats {
     /// Tokens generated.
     pub eval_count: u64,
     pub eval_duration: Duration,
-    /// Prompt tokens evaluated (those not already in the server's cache).
+    /// The prompt's tokens, all of them: Ollama's `prompt_eval_count` and OpenAI's
+    /// `usage.prompt_tokens` count those served from the server's cache too.
     pub prompt_eval_count: u64,
+    /// How many of them the server took from its prompt cache instead of evaluating them:
+    /// as the server reports it (`prompt_tokens_details.cached_tokens`, llama-server's
+    /// `timings.cache_n`), or as this client estimates it (see `prompt_cache`).
+    pub prompt_cached: Option<u64>,
+    /// Whether `prompt_cached` is this client's estimate rather than the server's count.
+    pub prompt_cached_estimated: bool,
+    /// Time spent evaluating the prompt tokens that were not cached.
     pub prompt_eval_duration: Duration,
     /// Time spent loading the model (long on a cold start).
     pub load_duration: Duration,
@@ -196,6 +217,12 @@ pub struct GenerationStats {
 }
 
 impl GenerationStats {
+    /// The prompt tokens the server evaluated (not served from its cache).
+    pub fn prompt_evaluated(&self) -> u64 {
+        self.prompt_eval_count
+            .saturating_sub(self.prompt_cached.unwrap_or(0))
+    }
+
     /// Generation speed, without prompt evaluation and model loading.
     pub fn tokens_per_second(&self) -> Option<f64> {
         let seconds = self.eval_duration.as_secs_f64();

@@ -183,7 +183,7 @@ fn was_answered(tx: &Transaction, chat_id: i64, message_id: i32) -> rusqlite::Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::fixtures::{TempDir, job, new_id, row_count, texts};
+    use crate::store::fixtures::{TempDir, history_texts, job, new_id, row_count};
 
     #[test]
     fn enqueue_detects_duplicates_while_pending_and_after_completion() {
@@ -231,7 +231,7 @@ mod tests {
         store.complete(id, Some(("question", "answer"))).unwrap();
         assert!(store.pending().unwrap().is_empty());
         assert_eq!(
-            texts(&store.history(1, 10).unwrap()),
+            history_texts(&store.history_window(1).unwrap()),
             ["question", "answer"]
         );
         // Completing again fails as a whole: no second copy of the turn.
@@ -239,7 +239,7 @@ mod tests {
             store.complete(id, Some(("question", "answer"))),
             Err(StoreError::UnknownJob(_))
         ));
-        assert_eq!(store.history(1, 10).unwrap().len(), 2);
+        assert_eq!(store.history_window(1).unwrap().len(), 2);
     }
 
     #[test]

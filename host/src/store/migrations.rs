@@ -104,6 +104,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
     DROP TABLE pending_jobs;
     ALTER TABLE pending_jobs_v3 RENAME TO pending_jobs;
 ",
+    r"
+    -- Where the model's window into a chat's history starts (a history id): moved only when
+    -- the window is cut, so consecutive prompts share their beginning (the server's cache).
+    CREATE TABLE history_window (
+        chat_id  INTEGER PRIMARY KEY,
+        first_id INTEGER NOT NULL
+    ) STRICT;
+",
 ];
 
 /// Applies the migrations the database lacks, all in one transaction, so a failure leaves

@@ -1,7 +1,8 @@
 //! SQLite persistence: chat history, per-chat settings, and pending jobs that survive a crash.
 //!
 //! - `migrations` — the schema and how a database is brought up to it;
-//! - `history` — each chat's turns, pruned to the newest [`KEPT_MESSAGES`];
+//! - `history` — each chat's turns, pruned to the newest [`KEPT_MESSAGES`], and where the
+//!   model's window into them starts;
 //! - `jobs` — messages accepted but not yet answered, and those answered (for dedupe);
 //! - `settings` — per-chat choices (model, time zone) and the Telegram update offset;
 //! - `tasks` — scheduled tasks, and firing them into jobs;
@@ -32,6 +33,7 @@ mod shared;
 mod tasks;
 
 pub use chats::ChatCounts;
+pub use history::StoredMessage;
 pub use kv::KvWrite;
 pub use shared::SharedStore;
 
@@ -183,9 +185,9 @@ mod fixtures {
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicI32, Ordering};
 
-    use super::{Store, StoreError};
+    use super::{Store, StoreError, StoredMessage};
     use crate::chat::{Enqueued, JobKind, NewJob};
-    use crate::prompt::{ChatContext, ChatMessage};
+    use crate::prompt::ChatContext;
 
     /// A directory for a database, removed on drop.
     pub struct TempDir(tempfile::TempDir);
@@ -242,8 +244,11 @@ mod fixtures {
         store.complete(id, Some((question, answer)))
     }
 
-    pub fn texts(messages: &[ChatMessage]) -> Vec<&str> {
-        messages.iter().map(|m| m.content.as_str()).collect()
+    pub fn history_texts(messages: &[StoredMessage]) -> Vec<&str> {
+        messages
+            .iter()
+            .map(|m| m.message.content.as_str())
+            .collect()
     }
 
     pub fn row_count(store: &Store, table: &str) -> i64 {

@@ -353,6 +353,24 @@ fn status_text(status: Status, tasks: Result<Summary, StoreError>) -> String {
         .last_tokens_per_second
         .map_or("—".to_owned(), |t| format!("{t:.1}"));
     let _ = writeln!(text, "Last speed: {tps} tokens/s");
+    if let Some(cache) = status.prompt_cache {
+        let _ = writeln!(
+            text,
+            "Prompt cache: {:.0}% of the prompt tokens of the last {} answer(s) came from the model's cache{}",
+            cache.cached_share * 100.0,
+            cache.answers,
+            if cache.estimated { " (estimated)" } else { "" }
+        );
+    }
+    if let Some(first) = status.first_token {
+        let _ = writeln!(
+            text,
+            "First token: {:.1} s median, {:.1} s p90 (last {} answer(s))",
+            first.p50.as_secs_f64(),
+            first.p90.as_secs_f64(),
+            first.answers
+        );
+    }
     let _ = write!(text, "Uptime: {}", human_duration(status.uptime));
     text
 }

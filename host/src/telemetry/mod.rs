@@ -8,6 +8,7 @@
 //! handles are registered once per label set ([`handles`]), and not at all while the
 //! dashboard is off.
 
+mod answers;
 mod handles;
 pub mod logs;
 pub mod prometheus;
@@ -22,6 +23,7 @@ use metrics::{Counter, Histogram};
 
 use handles::Handles;
 
+pub use answers::{CacheFigures, FirstTokenFigures, RecentAnswers};
 pub use series::{BUCKET, Bucket, Series};
 pub use stages::{StageError, StageFigures, StageStats};
 
@@ -34,6 +36,8 @@ pub mod names {
     pub const STAGE_FAILURES: &str = "pi_agent_stage_failures_total";
     pub const FIRST_TOKEN: &str = "pi_agent_llm_first_token_seconds";
     pub const TOKENS: &str = "pi_agent_llm_tokens_total";
+    pub const PROMPT_TOKENS: &str = "pi_agent_llm_prompt_tokens_total";
+    pub const MODEL_LOAD: &str = "pi_agent_llm_model_load_seconds";
     pub const FALLBACKS: &str = "pi_agent_llm_fallbacks_total";
     pub const QUEUE_DEPTH: &str = "pi_agent_queue_depth";
     pub const TELEGRAM_REQUESTS: &str = "pi_agent_telegram_requests_total";
@@ -83,6 +87,8 @@ pub struct Stats {
     pub series: Series,
     /// Per pipeline stage, by name.
     pub stages: StageStats,
+    /// The last answers' prompt cache share and first-token waits.
+    pub answers: RecentAnswers,
     /// The last reload, whatever triggered it.
     pub last_reload: Mutex<Option<ReloadOutcome>>,
     /// How each scheduled task's last firing ended, by task id (since the process started).
@@ -199,6 +205,31 @@ pub fn first_token(after: Duration) {
     STATS
         .series
         .record_first_token(crate::clock::unix_ms(), after);
+    STATS.answers.record_first_token(after);
+}
+
+/// A finished answer's prompt: `tokens` in all, `cached` of them served from the server's
+/// cache (`estimated` when the bot worked that out itself), and the time the server spent
+/// loading the model first.
+pub fn prompt_read(tokens: u64, cached: Option<u64>, estimated: bool, load: Duration) {
+    static PROMPT_TOKENS: Handles<&'static str, Counter> = Handles::new();
+    static MODEL_LOAD: Handles<(), Histogram> = Handles::new();
+    let cached = cached.unwrap_or(0).min(tokens);
+    PROMPT_TOKENS.with(|counters| {
+        for (kind, count) in [("evaluated", tokens - cached), ("cached", cached)] {
+            counters
+                .entry(kind)
+                .or_insert_with(|| metrics::counter!(names::PROMPT_TOKENS, "kind" => kind))
+                .increment(count);
+        }
+    });
+    MODEL_LOAD.only(
+        || metrics::histogram!(names::MODEL_LOAD),
+        |h| h.record(load.as_secs_f64()),
+    );
+    if tokens > 0 {
+        STATS.answers.record_prompt(tokens, cached, estimated);
+    }
 }
 
 /// A generation finished with `tokens` at `tokens_per_second` (when the server said).

@@ -13,8 +13,11 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 const STAGE_BUCKETS: &[f64] = &[
     0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
-/// First tokens: a warm model on a GPU box to a cold Gemma load on a Pi.
-const FIRST_TOKEN_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0];
+/// First tokens and model loads: a warm model on a GPU box to a cold Gemma load on a Pi,
+/// or a whole window re-read at 20 tokens/s.
+const FIRST_TOKEN_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0,
+];
 
 /// Whether [`install`] ran: metrics are recorded only then.
 pub fn installed() -> bool {
@@ -30,6 +33,12 @@ pub fn install() -> &'static PrometheusHandle {
             .and_then(|b| {
                 b.set_buckets_for_metric(
                     Matcher::Full(names::FIRST_TOKEN.into()),
+                    FIRST_TOKEN_BUCKETS,
+                )
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(names::MODEL_LOAD.into()),
                     FIRST_TOKEN_BUCKETS,
                 )
             })
@@ -50,6 +59,15 @@ fn describe() {
     describe_counter!(names::STAGE_FAILURES, "Failed stage calls, by kind");
     describe_histogram!(names::FIRST_TOKEN, Unit::Seconds, "Request to first token");
     describe_counter!(names::TOKENS, "Tokens the LLM generated");
+    describe_counter!(
+        names::PROMPT_TOKENS,
+        "Prompt tokens, by kind: evaluated by the model, or served from its prompt cache"
+    );
+    describe_histogram!(
+        names::MODEL_LOAD,
+        Unit::Seconds,
+        "Time the server spent loading the model before an answer"
+    );
     describe_counter!(
         names::FALLBACKS,
         "Answers the fallback server gave because the primary could not"

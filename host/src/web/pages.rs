@@ -85,6 +85,11 @@ struct OverviewPage {
     errors_today: u32,
     first_token: String,
     tokens_per_second: String,
+    cache_share: String,
+    cache_note: String,
+    first_token_p50: String,
+    first_token_p90: String,
+    first_token_note: String,
     charts: Vec<String>,
     zone: String,
 }
@@ -126,6 +131,27 @@ pub async fn overview<R: Replies>(state: State<R>) -> Response {
             Style::Line,
         ),
     ];
+    let (cache_share, cache_note) = match status.prompt_cache {
+        None => ("–".to_owned(), "no answer yet".to_owned()),
+        Some(cache) => (
+            format!("{:.0}%", cache.cached_share * 100.0),
+            format!(
+                "of {} prompt tokens, {}{}",
+                cache.prompt_tokens,
+                last_answers(cache.answers),
+                if cache.estimated { " (estimated)" } else { "" }
+            ),
+        ),
+    };
+    let seconds = |d: Duration| format!("{:.1} s", d.as_secs_f64());
+    let (first_token_p50, first_token_p90, first_token_note) = match status.first_token {
+        None => ("–".to_owned(), "–".to_owned(), "no answer yet".to_owned()),
+        Some(first) => (
+            seconds(first.p50),
+            seconds(first.p90),
+            last_answers(first.answers),
+        ),
+    };
     render(OverviewPage {
         frame: frame(&state, "overview"),
         version: env!("CARGO_PKG_VERSION"),
@@ -152,9 +178,22 @@ pub async fn overview<R: Replies>(state: State<R>) -> Response {
             .last_tokens_per_second
             .or_else(|| latest(Bucket::tokens_per_second))
             .map_or_else(|| "–".into(), |tps| format!("{tps:.1}")),
+        cache_share,
+        cache_note,
+        first_token_p50,
+        first_token_p90,
+        first_token_note,
         charts,
         zone: zone.name().to_owned(),
     })
+}
+
+/// "the last answer", "the last 20 answers".
+fn last_answers(count: usize) -> String {
+    match count {
+        1 => "the last answer".to_owned(),
+        n => format!("the last {n} answers"),
+    }
 }
 
 struct StageRow {

@@ -1,4 +1,5 @@
-//! Ollama over HTTP: the client for `/api/chat` (streamed), `/api/tags` and `/api/ps`.
+//! Ollama over HTTP: the client for `/api/chat` (streamed), `/api/tags`, `/api/ps` and
+//! `/api/show`.
 //!
 //! - `wire` — Ollama's JSON and its mapping to the crate's types;
 //! - `stream` — the streamed answer's NDJSON lines, read within the answer's deadlines.
@@ -6,17 +7,20 @@
 mod stream;
 mod wire;
 
+use std::sync::Arc;
+
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use tracing::debug;
 
 use super::http::{ErrorAnswer, Server, root_cause};
+use super::prompt_cache::PromptCache;
 use super::{
     Api, LlmBackend, LlmError, ModelInfo, ReplyStream, RunningModel, Timeouts, find_model,
 };
 use crate::prompt::Prompt;
 use stream::ReplyReader;
-use wire::{ChatRequest, ModelList};
+use wire::{ChatRequest, ModelList, ShowRequest, ShowResponse};
 
 /// Where Ollama is and how long to wait for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +46,8 @@ impl Default for OllamaSettings {
 pub struct OllamaClient {
     server: Server,
     keep_alive: Option<String>,
+    /// Ollama does not say how much of a prompt it took from its cache: estimated here.
+    prompt_cache: Arc<PromptCache>,
 }
 
 impl OllamaClient {
@@ -49,23 +55,23 @@ impl OllamaClient {
         Ok(Self {
             server: Server::new(Api::Ollama, &settings.base_url, None, settings.timeouts)?,
             keep_alive: settings.keep_alive,
+            prompt_cache: Arc::default(),
         })
     }
 
-    async fn start_chat(
-        &self,
-        request: reqwest::RequestBuilder,
-        model: String,
-    ) -> Result<ReplyStream, LlmError> {
+    async fn start_chat(&self, prompt: &Prompt) -> Result<ReplyStream, LlmError> {
+        let body = ChatRequest::new(prompt, self.keep_alive.as_deref());
+        let request = self.server.post("/api/chat").json(&body);
         // Ollama loads the model before it answers, so the headers count as the first token.
         let (response, clock) = self
             .server
-            .start_answer(request, |answer| status_error(answer, Some(&model)))
+            .start_answer(request, |answer| status_error(answer, Some(&prompt.model)))
             .await?;
         let body = response
             .bytes_stream()
             .map(|chunk| chunk.map_err(|e| LlmError::Interrupted(root_cause(&e))));
-        Ok(ReplyReader::new(Box::pin(body), clock).into_stream())
+        let answer = ReplyReader::new(Box::pin(body), clock).into_stream();
+        Ok(self.prompt_cache.track(prompt, answer))
     }
 
     async fn models(&self, path: &str) -> Result<ModelList, LlmError> {
@@ -77,10 +83,9 @@ impl OllamaClient {
 
 impl LlmBackend for OllamaClient {
     fn chat(&self, prompt: &Prompt) -> BoxFuture<'_, Result<ReplyStream, LlmError>> {
-        let body = ChatRequest::new(prompt, self.keep_alive.as_deref());
         debug!(model = %prompt.model, messages = prompt.messages.len(), "ollama: chat request");
-        let request = self.server.post("/api/chat").json(&body);
-        Box::pin(self.start_chat(request, prompt.model.clone()))
+        let prompt = prompt.clone();
+        Box::pin(async move { self.start_chat(&prompt).await })
     }
 
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, LlmError>> {
@@ -94,6 +99,32 @@ impl LlmBackend for OllamaClient {
         Box::pin(async {
             let list = self.models("/api/ps").await?;
             Ok(list.models.into_iter().map(RunningModel::from).collect())
+        })
+    }
+
+    fn context_length<'a>(
+        &'a self,
+        model: &'a str,
+        requested: Option<u32>,
+    ) -> BoxFuture<'a, Result<u32, LlmError>> {
+        Box::pin(async move {
+            if let Some(requested) = requested {
+                // Ollama allocates what `num_ctx` asks for (and says nothing if the model was
+                // trained on less): asking for the model's card would only cost a request.
+                return Ok(requested);
+            }
+            let request = self.server.post("/api/show").json(&ShowRequest { model });
+            let show: ShowResponse = self
+                .server
+                .json(request, "/api/show", |answer| {
+                    status_error(answer, Some(model))
+                })
+                .await?;
+            show.context_length().ok_or_else(|| {
+                LlmError::Protocol(format!(
+                    "/api/show does not say {model}'s context length — set OLLAMA_NUM_CTX"
+                ))
+            })
         })
     }
 

@@ -177,7 +177,7 @@ mod tests {
             prompt_eval_duration: Duration::ZERO,
             load_duration: Duration::from_millis(100),
             total_duration: Duration::from_millis(900),
-            cut_off: false,
+            ..GenerationStats::default()
         };
         vec![
             Ok(ReplyEvent::Delta("Grüß".into())),

@@ -1,6 +1,6 @@
 //! Ollama's JSON on the wire: the `/api/chat` request, the streamed answer's lines,
-//! `/api/tags` and `/api/ps`, error bodies — and their one mapping each to and from the
-//! crate's own types.
+//! `/api/tags`, `/api/ps` and `/api/show`, error bodies — and their one mapping each to and
+//! from the crate's own types.
 
 use std::time::Duration;
 
@@ -132,6 +132,30 @@ impl From<WireModel> for RunningModel {
     }
 }
 
+/// The `/api/show` request: a model's card.
+#[derive(Serialize)]
+pub struct ShowRequest<'a> {
+    pub model: &'a str,
+}
+
+/// What the bot reads of `/api/show`: the model's metadata, whose
+/// `<architecture>.context_length` is the context it was trained for.
+#[derive(Deserialize)]
+pub struct ShowResponse {
+    #[serde(default)]
+    model_info: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ShowResponse {
+    pub fn context_length(&self) -> Option<u32> {
+        let architecture = self.model_info.get("general.architecture")?.as_str()?;
+        let length = self
+            .model_info
+            .get(&format!("{architecture}.context_length"))?;
+        u32::try_from(length.as_u64()?).ok()
+    }
+}
+
 /// One NDJSON line of a streamed `/api/chat` answer.
 #[derive(Deserialize)]
 pub struct ChatLine {
@@ -184,6 +208,9 @@ impl ChatLine {
             eval_count: self.eval_count,
             eval_duration: Duration::from_nanos(self.eval_duration),
             prompt_eval_count: self.prompt_eval_count,
+            // Ollama counts cached prompt tokens in `prompt_eval_count` and reports no split.
+            prompt_cached: None,
+            prompt_cached_estimated: false,
             prompt_eval_duration: Duration::from_nanos(self.prompt_eval_duration),
             load_duration: Duration::from_nanos(self.load_duration),
             total_duration: Duration::from_nanos(self.total_duration),
@@ -215,6 +242,25 @@ mod tests {
             "options": {"num_ctx": 2048},
         });
         assert_eq!(body, expected);
+    }
+
+    #[test]
+    fn the_context_length_is_the_architectures() {
+        let show: ShowResponse = serde_json::from_value(serde_json::json!({
+            "modelfile": "# Modelfile …",
+            "details": {"family": "gemma2"},
+            "model_info": {
+                "general.architecture": "gemma2",
+                "general.parameter_count": 2_614_341_888u64,
+                "gemma2.context_length": 8192,
+                "gemma2.embedding_length": 2304
+            },
+            "capabilities": ["completion"]
+        }))
+        .unwrap();
+        assert_eq!(show.context_length(), Some(8192));
+        let bare: ShowResponse = serde_json::from_str("{}").unwrap();
+        assert_eq!(bare.context_length(), None);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! An OpenAI-compatible server over HTTP — llama.cpp's `llama-server`, vLLM, any `/v1`
-//! server: streamed `POST /chat/completions` and `GET /models`.
+//! server: streamed `POST /chat/completions`, `GET /models`, and llama-server's `/props`.
 //!
 //! - `wire` — the API's JSON and its mapping to the crate's types;
 //! - `stream` — the streamed answer's Server-Sent Events, read within the deadlines.
@@ -7,18 +7,21 @@
 mod stream;
 mod wire;
 
+use std::sync::Arc;
+
 use eventsource_stream::Eventsource;
 use futures_util::future::BoxFuture;
 use tracing::debug;
 
 use super::http::{ErrorAnswer, Server};
+use super::prompt_cache::PromptCache;
 use super::{
     Api, LlmBackend, LlmError, ModelInfo, ReplyStream, RunningModel, Timeouts, find_model,
 };
 use crate::config::Secret;
 use crate::prompt::Prompt;
 use stream::ReplyReader;
-use wire::{ChatRequest, ModelList};
+use wire::{ChatRequest, ModelList, Props};
 
 /// Where the server is (`LLM_URL`, e.g. `http://gpu-box:8000/v1`), its key, its waits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +35,8 @@ pub struct OpenAiSettings {
 #[derive(Debug, Clone)]
 pub struct OpenAiClient {
     server: Server,
+    /// For servers that do not count the prompt tokens they took from their cache.
+    prompt_cache: Arc<PromptCache>,
 }
 
 impl OpenAiClient {
@@ -43,49 +48,85 @@ impl OpenAiClient {
                 settings.api_key,
                 settings.timeouts,
             )?,
+            prompt_cache: Arc::default(),
         })
     }
 
-    async fn start_chat(
-        &self,
-        request: reqwest::RequestBuilder,
-        model: String,
-    ) -> Result<ReplyStream, LlmError> {
+    async fn start_chat(&self, prompt: &Prompt) -> Result<ReplyStream, LlmError> {
+        let request = self
+            .server
+            .post("/chat/completions")
+            .json(&ChatRequest::new(prompt));
         // These servers answer the headers at once and load nothing on demand: the first
         // token's deadline covers the wait for the headers and then the first text.
         let (response, clock) = self
             .server
-            .start_answer(request, |answer| status_error(answer, Some(&model)))
+            .start_answer(request, |answer| status_error(answer, Some(&prompt.model)))
             .await?;
         let events = Box::pin(response.bytes_stream()).eventsource();
-        Ok(ReplyReader::new(events, clock).into_stream())
+        let answer = ReplyReader::new(events, clock).into_stream();
+        Ok(self.prompt_cache.track(prompt, answer))
+    }
+
+    async fn models(&self) -> Result<ModelList, LlmError> {
+        self.server
+            .get_json("/models", |answer| status_error(answer, None))
+            .await
+    }
+
+    /// llama-server's context per slot, from `/props` beside `/v1` (`None`: not a
+    /// llama-server, or it did not say).
+    async fn props_context(&self) -> Option<u32> {
+        let root = self.server.base_url.trim_end_matches("/v1");
+        let request = self.server.get_absolute(&format!("{root}/props"));
+        let props: Props = self
+            .server
+            .json(request, "/props", |answer| status_error(answer, None))
+            .await
+            .inspect_err(|e| debug!("openai: no /props: {e}"))
+            .ok()?;
+        props.context_length()
     }
 }
 
 impl LlmBackend for OpenAiClient {
     fn chat(&self, prompt: &Prompt) -> BoxFuture<'_, Result<ReplyStream, LlmError>> {
         debug!(model = %prompt.model, messages = prompt.messages.len(), "openai: chat request");
-        let request = self
-            .server
-            .post("/chat/completions")
-            .json(&ChatRequest::new(prompt));
-        Box::pin(self.start_chat(request, prompt.model.clone()))
+        let prompt = prompt.clone();
+        Box::pin(async move { self.start_chat(&prompt).await })
     }
 
     fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, LlmError>> {
-        Box::pin(async {
-            let list: ModelList = self
-                .server
-                .get_json("/models", |answer| status_error(answer, None))
-                .await?;
-            Ok(list.models())
-        })
+        Box::pin(async { Ok(self.models().await?.models()) })
     }
 
     fn running_models(&self) -> BoxFuture<'_, Result<Vec<RunningModel>, LlmError>> {
         Box::pin(async {
             let served = self.list_models().await?;
             Ok(served.into_iter().map(RunningModel::from).collect())
+        })
+    }
+
+    fn context_length<'a>(
+        &'a self,
+        model: &'a str,
+        requested: Option<u32>,
+    ) -> BoxFuture<'a, Result<u32, LlmError>> {
+        Box::pin(async move {
+            // The server fixed its context when it started; what it says wins over what the
+            // bot was told to ask for.
+            if let Some(length) = self.props_context().await {
+                return Ok(length);
+            }
+            if let Some(length) = self.models().await?.context_length(model) {
+                return Ok(length);
+            }
+            requested.ok_or_else(|| {
+                LlmError::Protocol(format!(
+                    "{} does not say how long {model}'s context is — set OLLAMA_NUM_CTX to the server's context per request",
+                    self.serving()
+                ))
+            })
         })
     }
 

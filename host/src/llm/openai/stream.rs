@@ -1,12 +1,14 @@
 //! The streamed chat-completions answer: Server-Sent Events (parsed by
 //! `eventsource-stream`) turned into reply events, within the answer's deadlines.
 
+use std::time::Duration;
+
 use eventsource_stream::{Event, EventStreamError};
 use futures_util::stream::{self, Stream, StreamExt};
 use tokio::time::{Instant, timeout_at};
 use tracing::debug;
 
-use super::wire::{StreamEvent, Usage};
+use super::wire::{StreamEvent, Timings, Usage};
 use crate::llm::http::shorten;
 use crate::llm::timeouts::Clock;
 use crate::llm::{GenerationStats, LlmError, ReplyEvent, ReplyStream};
@@ -21,6 +23,7 @@ pub struct ReplyReader<S> {
     last_token: Option<Instant>,
     tokens: u64,
     usage: Option<Usage>,
+    timings: Option<Timings>,
     finish_reason: Option<String>,
     finished: bool,
 }
@@ -39,6 +42,7 @@ where
             last_token: None,
             tokens: 0,
             usage: None,
+            timings: None,
             finish_reason: None,
             finished: false,
         }
@@ -91,6 +95,9 @@ where
         if let Some(usage) = event.usage {
             self.usage = Some(usage);
         }
+        if let Some(timings) = event.timings {
+            self.timings = Some(timings);
+        }
         let mut text = String::new();
         for choice in event.choices {
             if let Some(content) = choice.delta.content {
@@ -132,20 +139,39 @@ where
     }
 
     /// The usage chunk's counts when the server sent one, else the chunks counted; the
-    /// generation time from the first token to the last.
+    /// generation time from the first token to the last — or llama-server's own `timings`,
+    /// which split the prompt into cached and evaluated tokens and time the model alone.
     fn stats(&self) -> GenerationStats {
-        let eval_duration = match (self.first_token, self.last_token) {
+        let measured_eval = match (self.first_token, self.last_token) {
             (Some(first), Some(last)) => last - first,
             _ => Default::default(),
         };
+        let measured_prompt = self
+            .first_token
+            .map(|t| t - self.requested)
+            .unwrap_or_default();
+        let timings = self.timings.unwrap_or_default();
+        let millis = |ms: Option<f64>| ms.map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0));
+        let reported_cached = self
+            .usage
+            .and_then(|u| u.prompt_tokens_details)
+            .and_then(|d| d.cached_tokens);
+        let prompt_tokens = self
+            .usage
+            .map(|u| u.prompt_tokens)
+            .or(timings.cache_n.zip(timings.prompt_n).map(|(c, p)| c + p))
+            .unwrap_or(0);
         GenerationStats {
-            eval_count: self.usage.map_or(self.tokens, |u| u.completion_tokens),
-            eval_duration,
-            prompt_eval_count: self.usage.map_or(0, |u| u.prompt_tokens),
-            prompt_eval_duration: self
-                .first_token
-                .map(|t| t - self.requested)
-                .unwrap_or_default(),
+            eval_count: self
+                .usage
+                .map(|u| u.completion_tokens)
+                .or(timings.predicted_n)
+                .unwrap_or(self.tokens),
+            eval_duration: millis(timings.predicted_ms).unwrap_or(measured_eval),
+            prompt_eval_count: prompt_tokens,
+            prompt_cached: reported_cached.or(timings.cache_n),
+            prompt_cached_estimated: false,
+            prompt_eval_duration: millis(timings.prompt_ms).unwrap_or(measured_prompt),
             load_duration: Default::default(),
             total_duration: self.requested.elapsed(),
             cut_off: self.finish_reason.as_deref() == Some("length"),
@@ -162,8 +188,6 @@ fn read_error<E: std::fmt::Display>(error: EventStreamError<E>) -> LlmError {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use eventsource_stream::Eventsource;
 
     use super::*;
@@ -225,6 +249,31 @@ mod tests {
                 "cut at byte {cut}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn llama_servers_cache_figures_are_read() {
+        // llama-server's last chunk: usage with the cached tokens, and its own timings.
+        let last = concat!(
+            "data: {\"choices\":[],\"usage\":{\"completion_tokens\":2,\"prompt_tokens\":700,",
+            "\"total_tokens\":702,\"prompt_tokens_details\":{\"cached_tokens\":650}},",
+            "\"timings\":{\"cache_n\":650,\"prompt_n\":50,\"prompt_ms\":2500.0,",
+            "\"prompt_per_token_ms\":50.0,\"predicted_n\":2,\"predicted_ms\":1000.0}}\n\n",
+        );
+        let stream = STREAM.replace(
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2,\"total_tokens\":9}}\n\n",
+            last,
+        );
+        let events = events_of(vec![stream.into_bytes()]).await;
+        let Some(Ok(ReplyEvent::Done(stats))) = events.last() else {
+            panic!("{events:?}");
+        };
+        assert_eq!(stats.prompt_eval_count, 700);
+        assert_eq!(stats.prompt_cached, Some(650));
+        assert_eq!(stats.prompt_evaluated(), 50);
+        assert!(!stats.prompt_cached_estimated);
+        assert_eq!(stats.prompt_eval_duration, Duration::from_millis(2500));
+        assert_eq!(stats.eval_duration, Duration::from_secs(1));
     }
 
     #[tokio::test]

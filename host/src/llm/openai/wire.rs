@@ -84,6 +84,9 @@ pub struct StreamEvent {
     pub choices: Vec<Choice>,
     #[serde(default)]
     pub usage: Option<Usage>,
+    /// llama-server's own figures, on its last chunk.
+    #[serde(default)]
+    pub timings: Option<Timings>,
     #[serde(default)]
     pub error: Option<StreamError>,
 }
@@ -109,6 +112,54 @@ pub struct Usage {
     pub prompt_tokens: u64,
     #[serde(default)]
     pub completion_tokens: u64,
+    /// OpenAI, llama-server and vLLM (`--enable-prompt-tokens-details`) say how many prompt
+    /// tokens came from the cache.
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+}
+
+/// llama-server's `timings`: prompt tokens from the cache (`cache_n`) and evaluated
+/// (`prompt_n`), tokens generated, and the time each took.
+#[derive(Deserialize, Clone, Copy, Default)]
+pub struct Timings {
+    #[serde(default)]
+    pub cache_n: Option<u64>,
+    #[serde(default)]
+    pub prompt_n: Option<u64>,
+    #[serde(default)]
+    pub prompt_ms: Option<f64>,
+    #[serde(default)]
+    pub predicted_n: Option<u64>,
+    #[serde(default)]
+    pub predicted_ms: Option<f64>,
+}
+
+/// llama-server's `GET /props`: the context of one slot (`n_ctx` over `--parallel`).
+#[derive(Deserialize)]
+pub struct Props {
+    #[serde(default)]
+    default_generation_settings: Option<GenerationSettings>,
+}
+
+#[derive(Deserialize)]
+struct GenerationSettings {
+    #[serde(default)]
+    n_ctx: Option<u32>,
+}
+
+impl Props {
+    pub fn context_length(&self) -> Option<u32> {
+        self.default_generation_settings
+            .as_ref()?
+            .n_ctx
+            .filter(|&n| n > 0)
+    }
 }
 
 #[derive(Deserialize)]
@@ -127,9 +178,20 @@ pub struct ModelList {
 #[derive(Deserialize)]
 struct WireModel {
     id: String,
+    /// vLLM: the context the server gives each request of the model.
+    #[serde(default)]
+    max_model_len: Option<u32>,
 }
 
 impl ModelList {
+    /// What the server says of `model`'s context (vLLM's `max_model_len`).
+    pub fn context_length(&self, model: &str) -> Option<u32> {
+        self.data
+            .iter()
+            .find(|m| crate::llm::same_model(&m.id, model))?
+            .max_model_len
+    }
+
     /// The servers do not say how big a model is; the size stays 0 (unknown).
     pub fn models(self) -> Vec<ModelInfo> {
         self.data
