@@ -5,6 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{ChatId, TaskId, UserId};
+use crate::zone::Zone;
+
 /// Who wrote a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -40,30 +43,28 @@ impl ChatMessage {
     }
 }
 
-/// Where a message comes from.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Where a message comes from, as the pipeline's guests see it: assembled when the message is
+/// answered, with the chat's time zone of then.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatContext {
-    pub chat_id: i64,
-    pub user_id: i64,
+    pub chat_id: ChatId,
+    pub user_id: UserId,
     pub user_name: Option<String>,
     pub language: Option<String>,
     pub is_group: bool,
     pub unix_ms: u64,
-    /// The chat's IANA time zone (`/timezone`, else `TIMEZONE`), e.g. "Europe/Madrid";
-    /// filled in when the message is answered, so a stored message gets the zone of then.
-    #[serde(default)]
-    pub time_zone: String,
+    /// The chat's time zone (`/timezone`, else `TIMEZONE`).
+    pub time_zone: Zone,
     /// Set when the scheduler, not a person, sent this message (a `/every` task's prompt,
     /// a `/remind` reminder); `None` for a user's message.
-    #[serde(default)]
     pub scheduled: Option<ScheduledRun>,
 }
 
 /// One firing of a scheduled task, as guests see it (WIT 0.3.0 `scheduled-run`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ScheduledRun {
     /// The task's id, as `/tasks` lists it.
-    pub task_id: i64,
+    pub task_id: TaskId,
     /// When the task was due, in milliseconds since the Unix epoch.
     pub due_unix_ms: u64,
     /// True when it fires late: it was due while the bot was not running.
@@ -126,5 +127,40 @@ impl Reply {
             text: text.into(),
             format: TextFormat::Plain,
         }
+    }
+
+    /// Puts the plain-text `line` above the reply (a blank line between them, none when the
+    /// reply is empty), escaped if the reply is HTML.
+    pub fn prepend_line(&mut self, line: &str) {
+        let line = match self.format {
+            TextFormat::Plain => line.to_owned(),
+            TextFormat::Html => line
+                .replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;"),
+        };
+        self.text = if self.text.is_empty() {
+            line
+        } else {
+            format!("{line}\n\n{}", self.text)
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_above_an_html_reply_is_escaped() {
+        let mut html = Reply {
+            text: "<b>Hi</b>".into(),
+            format: TextFormat::Html,
+        };
+        html.prepend_line("⏰ tea & <cake>");
+        assert_eq!(html.text, "⏰ tea &amp; &lt;cake&gt;\n\n<b>Hi</b>");
+        let mut empty = Reply::plain("");
+        empty.prepend_line("⏰ tea & <cake>");
+        assert_eq!(empty.text, "⏰ tea & <cake>");
     }
 }

@@ -134,17 +134,23 @@ fn recording_costs() -> Vec<Recording> {
         ("telemetry::stage_call", || {
             telemetry::stage_call(
                 black_box("persona"),
-                Role::Formatter,
+                Role::Formatter.label(),
                 black_box(Duration::from_micros(350)),
                 None,
             )
         }),
         ("telemetry::stage_call (failed)", || {
+            // As the pipeline records one: the failure's kind kept for the Pipeline page.
+            let kind = FailureKind::Timeout(Duration::from_secs(2));
+            let failure = telemetry::StageFailure {
+                label: kind.label(),
+                detail: std::sync::Arc::new(kind),
+            };
             telemetry::stage_call(
                 black_box("persona"),
-                Role::Formatter,
+                Role::Formatter.label(),
                 black_box(Duration::from_millis(2)),
-                Some(&FailureKind::Timeout(Duration::from_secs(2))),
+                Some(&failure),
             )
         }),
         ("telemetry::message", || {

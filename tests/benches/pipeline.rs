@@ -8,10 +8,9 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use pi_agent::pipeline::{
-    CompileCache, FormatOutcome, GuestEngine, KvDatabase, Pipeline, StageLimits,
-};
+use pi_agent::pipeline::{CompileCache, FormatOutcome, GuestEngine, Pipeline, StageLimits};
 use pi_agent::prompt::{ChatContext, Reply, Role};
+use pi_agent::store::Database;
 use pi_agent_tests::fake_weather::FakeWeather;
 use pi_agent_tests::samples::{sample_prompt, sample_reply};
 use pi_agent_tests::timing::{Stats, fmt, measure};
@@ -28,7 +27,7 @@ async fn main() {
     let scratch = Scratch::default();
     let manifest = scratch.default_manifest();
     let engine = GuestEngine::new().expect("engine");
-    let kv = KvDatabase::in_memory();
+    let kv = Database::in_memory().kv();
     let pipeline = Pipeline::load_file(
         engine.clone(),
         &manifest,
@@ -41,8 +40,8 @@ async fn main() {
     let reply = sample_reply();
     let prompt = sample_prompt();
     let ctx = ChatContext {
-        chat_id: 1,
-        user_id: 1,
+        chat_id: pi_agent::ids::ChatId(1),
+        user_id: pi_agent::ids::UserId(1),
         ..ChatContext::default()
     };
 

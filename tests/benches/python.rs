@@ -17,10 +17,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pi_agent::pipeline::{
-    Arch, CompileCache, FormatOutcome, GuestEngine, KvDatabase, Pipeline, StageLimits,
-    native_compiler,
+    Arch, CompileCache, FormatOutcome, GuestEngine, Pipeline, StageLimits, native_compiler,
 };
 use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, Role};
+use pi_agent::store::Database;
 use pi_agent_tests::bot::{FRIEND, Harness};
 use pi_agent_tests::fake_ollama::Script;
 use pi_agent_tests::proc_stats::{mb, rss_kb};
@@ -45,7 +45,7 @@ async fn main() {
     let py = python(guests::PY_PERSONA);
     let scratch = Scratch::default();
     let engine = GuestEngine::new().expect("engine");
-    let kv = KvDatabase::in_memory();
+    let kv = Database::in_memory().kv();
     let arch = Arch::host().expect("aarch64 or x86_64");
 
     let size = |path: &str| std::fs::metadata(path).unwrap().len();

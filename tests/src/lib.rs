@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use pi_agent::pipeline::{
-    Arch, CompileCache, FormatOutcome, GuestEngine, KvDatabase, Pipeline, StageError, StageLimits,
-    precompile,
+    Arch, CompileCache, FormatOutcome, GuestEngine, Pipeline, StageError, StageLimits, precompile,
 };
 use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role};
+use pi_agent::store::{Database, Kv};
 
 pub mod bot;
 pub mod fake_calendar;
@@ -180,12 +180,12 @@ pub async fn try_load(
     cache: &CompileCache,
 ) -> Result<Pipeline, pi_agent::pipeline::LoadError> {
     let engine = GuestEngine::new().expect("engine");
-    let kv = KvDatabase::in_memory();
+    let kv = Database::in_memory().kv();
     Pipeline::load_file(engine, path, &StageLimits::default(), cache, &kv).await
 }
 
 /// Loads the manifest at `path` with its stages' `kv` stores in `kv`.
-pub async fn load_with_kv(path: &Path, kv: &KvDatabase) -> Pipeline {
+pub async fn load_with_kv(path: &Path, kv: &Kv) -> Pipeline {
     let engine = GuestEngine::new().expect("engine");
     let cache = CompileCache::disabled();
     Pipeline::load_file(engine, path, &StageLimits::default(), &cache, kv)

@@ -5,8 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use pi_agent::pipeline::{FormatOutcome, KvDatabase, Pipeline, REQUESTS_PER_CALL, WitVersion};
+use pi_agent::ids::{ChatId, UserId};
+use pi_agent::pipeline::{FormatOutcome, Pipeline, REQUESTS_PER_CALL, WitVersion};
 use pi_agent::prompt::{ChatContext, ResponseFormat};
+use pi_agent::store::{Database, Enqueued, JobKind, NewJob, Origin, Turn};
 use pi_agent_tests::fake_weather::FakeWeather;
 use pi_agent_tests::{Scratch, guests, load, load_with_kv, user_prompt};
 
@@ -180,7 +182,7 @@ async fn without_a_grant_every_request_is_refused() {
 async fn each_stage_has_its_own_store_within_its_quota_and_it_outlives_the_pipeline() {
     let scratch = Scratch::default();
     let database = scratch.path().join("data/pi-agent.db");
-    let kv = KvDatabase::open(&database).unwrap();
+    let kv = Database::open(&database).unwrap().kv();
     let notes = hostile_manifest(&scratch, "notes", "kv_kib = 1");
     let pipeline = load_with_kv(&notes, &kv).await;
     assert_eq!(ask(&pipeline, "kv-set:city=Berlin").await, "stored");
@@ -206,9 +208,83 @@ async fn each_stage_has_its_own_store_within_its_quota_and_it_outlives_the_pipel
 
     // A new pipeline (a reload) and a new process (a restart) find it again.
     drop((pipeline, other, ungranted, kv));
-    let kv = KvDatabase::open(&database).unwrap();
+    let kv = Database::open(&database).unwrap().kv();
     let restarted = load_with_kv(&notes, &kv).await;
     assert_eq!(ask(&restarted, "kv-get:city").await, "Berlin");
+}
+
+/// The sandbox's kv handle reaches the `guest_kv` table and nothing else: a guest with a
+/// kv grant, in a database that holds a chat's history and a pending job, finds neither —
+/// not by listing every key, not by naming tables, not with SQL in its keys — and its
+/// writes leave them as they were.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kv_guest_reaches_neither_history_nor_jobs() {
+    let scratch = Scratch::default();
+    let database = Database::open(&scratch.path().join("data/pi-agent.db")).unwrap();
+    let (jobs, history) = (database.jobs(), database.history());
+    let job = |message_id, text: &str| NewJob {
+        chat_id: ChatId(7),
+        kind: JobKind::Message { message_id },
+        user_id: UserId(42),
+        text: text.into(),
+        origin: Origin::default(),
+        received_unix_ms: 1,
+    };
+    let (Enqueued::New(answered), _) = jobs.enqueue(job(1, "my PIN is 4711")).await.unwrap() else {
+        panic!("a new job")
+    };
+    let turn = Turn {
+        user: "my PIN is 4711".into(),
+        assistant: "noted: 4711".into(),
+    };
+    jobs.complete(answered, Some(turn)).await.unwrap();
+    jobs.enqueue(job(2, "the safe code is 0815")).await.unwrap();
+    let before = (
+        history.window(ChatId(7)).await.unwrap(),
+        jobs.pending().await.unwrap(),
+    );
+
+    let pipeline = load_with_kv(
+        &hostile_manifest(&scratch, "notes", "kv_kib = 1"),
+        &database.kv(),
+    )
+    .await;
+    let mut answers = Vec::new();
+    for probe in [
+        "kv-keys:",
+        "kv-keys:%",
+        "kv-get:history",
+        "kv-get:pending_jobs",
+        "kv-get:' OR '1'='1",
+        "kv-keys:' OR 1=1 --",
+        "kv-set:x'); DELETE FROM history; DELETE FROM pending_jobs; --=1",
+        "kv-set:%=everything",
+        "kv-keys:",
+    ] {
+        answers.push(ask(&pipeline, probe).await);
+    }
+    assert_eq!(
+        answers,
+        [
+            "",
+            "",
+            "<none>",
+            "<none>",
+            "<none>",
+            "",
+            "stored",
+            "stored",
+            "%,x'); DELETE FROM history; DELETE FROM pending_jobs; --",
+        ],
+        "the guest sees its own keys only, SQL in a key is just a key"
+    );
+    let after = (
+        history.window(ChatId(7)).await.unwrap(),
+        jobs.pending().await.unwrap(),
+    );
+    assert_eq!(after, before, "history and jobs are as they were");
+    assert_eq!(after.0.len(), 2);
+    assert_eq!(after.1.len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -226,7 +302,11 @@ async fn guests_of_the_oldest_and_newest_wit_versions_run_in_one_pipeline() {
     let versions: Vec<WitVersion> = pipeline.stages().map(|s| s.wit_version).collect();
     assert_eq!(
         versions,
-        [WitVersion::V0_3_0, WitVersion::V0_1_0, WitVersion::V0_3_0]
+        [
+            WitVersion("0.3.0"),
+            WitVersion("0.1.0"),
+            WitVersion("0.3.0")
+        ]
     );
 
     let FormatOutcome::Prompt(out) = pipeline

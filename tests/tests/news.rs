@@ -4,8 +4,9 @@
 
 use std::path::PathBuf;
 
-use pi_agent::pipeline::{FormatOutcome, KvDatabase, Pipeline};
+use pi_agent::pipeline::{FormatOutcome, Pipeline};
 use pi_agent::prompt::{ChatContext, ChatMessage, Prompt, Role};
+use pi_agent::store::Database;
 use pi_agent_tests::fake_news::{
     ATOM_HEADLINES, ATOM_TITLE, FakeNews, HEADLINES, RSS_HEADLINES, RSS_TITLE,
 };
@@ -34,7 +35,7 @@ async fn ask(pipeline: &Pipeline, chat_id: i64, text: &str) -> String {
         options: Default::default(),
     };
     let context = ChatContext {
-        chat_id,
+        chat_id: pi_agent::ids::ChatId(chat_id),
         ..Default::default()
     };
     match pipeline.format(&context, prompt).await {
@@ -67,7 +68,7 @@ async fn headlines_come_newest_first_and_each_chat_is_shown_each_once() {
         format!("{}/atom", news.url()),
     ];
     let grants = format!("http = [\"{}\"]\nkv_kib = 64", news.url());
-    let kv = KvDatabase::in_memory();
+    let kv = Database::in_memory().kv();
     let pipeline = load_with_kv(&manifest(&scratch, &feeds, &grants), &kv).await;
 
     assert_eq!(ask(&pipeline, 1, "Write a poem").await, "Write a poem");
@@ -127,7 +128,7 @@ async fn feeds_that_fail_are_named_by_host_and_the_others_still_count() {
     let grants = format!("http = [\"{url}\"]\nkv_kib = 64");
     let pipeline = load_with_kv(
         &manifest(&scratch, &feeds, &grants),
-        &KvDatabase::in_memory(),
+        &Database::in_memory().kv(),
     )
     .await;
 
@@ -168,7 +169,7 @@ async fn an_origin_that_is_not_granted_is_named_as_refused_and_never_reached() {
     let grants = format!("http = [\"{}\"]\nkv_kib = 64", news.url());
     let pipeline = load_with_kv(
         &manifest(&scratch, &feeds, &grants),
-        &KvDatabase::in_memory(),
+        &Database::in_memory().kv(),
     )
     .await;
 

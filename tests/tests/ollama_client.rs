@@ -8,6 +8,7 @@ use pi_agent::llm::{
     ReplyStream, Timeouts,
 };
 use pi_agent::prompt::{ChatMessage, GenerationOptions, Prompt, Role};
+use pi_agent::telegram::messages;
 use pi_agent_tests::fake_ollama::{DEFAULT_MODEL, FakeOllama, Script, unused_url};
 use serde_json::json;
 
@@ -40,7 +41,7 @@ async fn drain(mut stream: ReplyStream) -> (Vec<String>, Result<GenerationStats,
     while let Some(event) = stream.next().await {
         match event {
             Ok(ReplyEvent::Delta(text)) => deltas.push(text),
-            Ok(ReplyEvent::Notice(note)) => panic!("Ollama itself sends no notice: {note}"),
+            Ok(ReplyEvent::FellBack { .. }) => panic!("Ollama itself never falls back"),
             Ok(ReplyEvent::Done(stats)) => {
                 assert!(stream.next().await.is_none(), "nothing after Done");
                 return (deltas, Ok(stats));
@@ -170,10 +171,9 @@ async fn missing_model_is_model_not_found_with_pull_hint() {
             model: "gemma2:2b".to_owned()
         }
     );
-    assert!(
-        error.to_string().contains("run `ollama pull gemma2:2b`"),
-        "{error}"
-    );
+    // What the user reads says what to do.
+    let told = messages::llm_error(&error);
+    assert!(told.contains("run `ollama pull gemma2:2b`"), "{told}");
 }
 
 #[tokio::test]
@@ -263,10 +263,8 @@ async fn connection_refused_is_unreachable() {
             url: url.clone()
         }
     );
-    assert!(
-        error.to_string().contains("systemctl status ollama"),
-        "{error}"
-    );
+    let told = messages::llm_error(&error);
+    assert!(told.contains("systemctl status ollama"), "{told}");
     assert_eq!(
         client.list_models().await,
         Err(LlmError::Unreachable {

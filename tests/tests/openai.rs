@@ -125,7 +125,7 @@ async fn the_servers_errors_reach_the_user_saying_what_to_do() {
     })
     .await;
     h.wait_for_message(FRIEND, |m| {
-        m.visible_text.contains("reached the length limit")
+        m.visible_text.contains("length limit") && m.visible_text.contains("was cut off")
     })
     .await;
     assert_eq!(h.llm.chat_count(), 0);

@@ -3,18 +3,21 @@
 //! "UTC", and 0.2.0 and 0.1.0 guests — plain `wit-bindgen`, no SDK — keep loading and
 //! running beside it, their `kv` store included, with such a context.
 
-use pi_agent::pipeline::{FormatOutcome, KvDatabase, Pipeline, WitVersion};
+use pi_agent::ids::{ChatId, TaskId, UserId};
+use pi_agent::pipeline::{FormatOutcome, Pipeline, WitVersion};
 use pi_agent::prompt::{ChatContext, Reply, ScheduledRun};
+use pi_agent::store::Database;
+use pi_agent::zone::Zone;
 use pi_agent_tests::{Scratch, guests, load, load_with_kv, user_prompt};
 
 /// A `/every` task's message in a Madrid chat, fired late after a restart.
 fn scheduled_in_madrid() -> ChatContext {
     ChatContext {
-        chat_id: 42,
-        user_id: 1001,
-        time_zone: "Europe/Madrid".into(),
+        chat_id: ChatId(42),
+        user_id: UserId(1001),
+        time_zone: Zone::parse("Europe/Madrid").unwrap(),
         scheduled: Some(ScheduledRun {
-            task_id: 7,
+            task_id: TaskId(7),
             due_unix_ms: 1_767_250_800_000,
             late: true,
         }),
@@ -41,7 +44,7 @@ async fn a_0_3_0_guest_sees_the_time_zone_and_the_scheduled_run() {
     let pipeline = load(&scratch.single_stage("hostile", guests::HOSTILE, "")).await;
     assert_eq!(
         pipeline.stages().next().unwrap().wit_version,
-        WitVersion::V0_3_0
+        WitVersion("0.3.0")
     );
     let ctx = scheduled_in_madrid();
 
@@ -65,11 +68,11 @@ async fn a_0_3_0_guest_sees_the_time_zone_and_the_scheduled_run() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_unknown_time_zone_reaches_guests_as_utc() {
+async fn a_chat_without_a_zone_of_its_own_reaches_guests_in_the_default_utc() {
     let scratch = Scratch::default();
     let pipeline = load(&scratch.single_stage("hostile", guests::HOSTILE, "")).await;
     let ctx = ChatContext {
-        time_zone: String::new(),
+        time_zone: Zone::default(),
         ..scheduled_in_madrid()
     };
     let (_, reply) = direct_reply(&pipeline, &ctx, "context").await;
@@ -91,7 +94,11 @@ async fn guests_of_every_wit_version_run_a_scheduled_message_in_one_pipeline() {
     let versions: Vec<WitVersion> = pipeline.stages().map(|s| s.wit_version).collect();
     assert_eq!(
         versions,
-        [WitVersion::V0_1_0, WitVersion::V0_2_0, WitVersion::V0_3_0]
+        [
+            WitVersion("0.1.0"),
+            WitVersion("0.2.0"),
+            WitVersion("0.3.0")
+        ]
     );
 
     let ctx = scheduled_in_madrid();
@@ -106,7 +113,7 @@ async fn guests_of_every_wit_version_run_a_scheduled_message_in_one_pipeline() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_0_2_0_guests_store_outlives_its_pipeline_and_needs_its_grant() {
     let scratch = Scratch::default();
-    let kv = KvDatabase::in_memory();
+    let kv = Database::in_memory().kv();
     let counter = scratch.single_stage("count", guests::LEGACY_KV, "[stage.grants]\nkv_kib = 1");
     let count = async |pipeline: &Pipeline| match pipeline
         .format(&ChatContext::default(), user_prompt("hi"))

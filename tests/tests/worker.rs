@@ -4,24 +4,23 @@
 //! sandbox running the hostile test guest (it upper-cases messages and replies, and
 //! misbehaves on command).
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use pi_agent::chat::{
-    Accepted, ChatService, Enqueued, JobKind, MAX_ATTEMPTS, NewJob, PendingJob, Replies, ReplySink,
+    Accepted, AdminNotice, ChatConfig, ChatService, Enqueued, JobKind, MAX_ATTEMPTS, NewJob,
+    Notice, Origin, PendingJob, Replies, ReplySink,
 };
-use pi_agent::config::{ChatConfig, LlmConfig};
-use pi_agent::llm::{
-    Api, BackendSettings, GenerationStats, LlmBackend, LlmError, ModelInfo, ReplyEvent,
-    ReplyStream, RunningModel,
-};
-use pi_agent::prompt::{ChatContext, Prompt, Reply, ScheduledRun};
-use pi_agent::store::{SharedStore, Store};
+use pi_agent::ids::{ChatId, TaskId, UserId};
+use pi_agent::llm::scripted::{Answer, ScriptedLlm};
+use pi_agent::llm::{Api, BackendSettings, LlmConfig, LlmError};
+use pi_agent::prompt::{Reply, ScheduledRun};
+use pi_agent::store::Database;
+use pi_agent::telegram::{admin, messages};
+use pi_agent::zone::Zone;
 use pi_agent_tests::{Scratch, guests};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,120 +28,6 @@ use tokio_util::sync::CancellationToken;
 const GRACE: Duration = Duration::from_secs(5);
 /// The hostile stage's deadline in these tests.
 const STAGE_TIMEOUT: Duration = Duration::from_millis(500);
-
-// ---- a scripted LLM ----
-
-/// What the fake LLM does for one request.
-#[derive(Clone)]
-enum Answer {
-    /// These tokens, one per `every`, then done.
-    Tokens {
-        tokens: Vec<String>,
-        every: Duration,
-    },
-    /// Nothing, for ever (a hung Ollama).
-    Hang,
-    /// This error after `after` without a token.
-    FailAfter { after: Duration, error: LlmError },
-}
-
-impl Answer {
-    fn words(text: &str, every: Duration) -> Self {
-        Self::Tokens {
-            tokens: text.split_inclusive(' ').map(str::to_owned).collect(),
-            every,
-        }
-    }
-}
-
-/// Answers from a script, then "re <question>", one word per `echo_every`.
-struct FakeLlm {
-    answers: Mutex<VecDeque<Answer>>,
-    echo_every: Duration,
-    /// The last user message of each request, and when it came.
-    requests: Mutex<Vec<(String, Instant)>>,
-}
-
-impl FakeLlm {
-    fn new(echo_every: Duration) -> Self {
-        Self {
-            answers: Mutex::default(),
-            echo_every,
-            requests: Mutex::default(),
-        }
-    }
-
-    fn push(&self, answer: Answer) {
-        self.answers.lock().unwrap().push_back(answer);
-    }
-
-    fn requests(&self) -> Vec<(String, Instant)> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-impl LlmBackend for FakeLlm {
-    fn chat(&self, prompt: &Prompt) -> BoxFuture<'_, Result<ReplyStream, LlmError>> {
-        let question = prompt.messages.last().unwrap().content.clone();
-        self.requests
-            .lock()
-            .unwrap()
-            .push((question.clone(), Instant::now()));
-        let answer = self
-            .answers
-            .lock()
-            .unwrap()
-            .pop_front()
-            .unwrap_or_else(|| Answer::words(&format!("re {question}"), self.echo_every));
-        Box::pin(async move {
-            let stream: ReplyStream = match answer {
-                Answer::Tokens { tokens, every } => {
-                    let events = tokens
-                        .into_iter()
-                        .map(ReplyEvent::Delta)
-                        .chain([ReplyEvent::Done(GenerationStats::default())]);
-                    futures_util::stream::iter(events)
-                        .then(move |event| async move {
-                            tokio::time::sleep(every).await;
-                            Ok(event)
-                        })
-                        .boxed()
-                }
-                Answer::Hang => futures_util::stream::pending().boxed(),
-                Answer::FailAfter { after, error } => futures_util::stream::once(async move {
-                    tokio::time::sleep(after).await;
-                    Err(error)
-                })
-                .boxed(),
-            };
-            Ok(stream)
-        })
-    }
-
-    fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, LlmError>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-
-    fn running_models(&self) -> BoxFuture<'_, Result<Vec<RunningModel>, LlmError>> {
-        Box::pin(async { Ok(Vec::new()) })
-    }
-
-    fn serving(&self) -> String {
-        "the fake LLM".into()
-    }
-
-    fn context_length<'a>(
-        &'a self,
-        _model: &'a str,
-        requested: Option<u32>,
-    ) -> BoxFuture<'a, Result<u32, LlmError>> {
-        Box::pin(async move { Ok(requested.unwrap_or(2048)) })
-    }
-
-    fn check_model<'a>(&'a self, _model: &'a str) -> BoxFuture<'a, Result<(), LlmError>> {
-        Box::pin(async { Ok(()) })
-    }
-}
 
 // ---- a recording reply sink ----
 
@@ -155,7 +40,7 @@ enum Shown {
 
 #[derive(Default)]
 struct Recorder {
-    /// (chat, when, what) in the order it happened.
+    /// (chat, when, what) in the order it happened; notices as Telegram words them.
     shown: Mutex<Vec<(i64, Instant, Shown)>>,
     admins: Mutex<Vec<String>>,
 }
@@ -200,43 +85,49 @@ impl RecordedSink {
 }
 
 impl Replies for Recorded {
-    type Sink = RecordedSink;
-
-    fn open(&self, chat_id: i64, _message_id: Option<i32>) -> RecordedSink {
-        RecordedSink {
+    fn open(&self, chat_id: ChatId, _message_id: Option<i32>) -> Box<dyn ReplySink> {
+        Box::new(RecordedSink {
             recorder: self.0.clone(),
-            chat: chat_id,
-        }
+            chat: chat_id.0,
+        })
     }
 
-    async fn tell_admins(&self, text: &str) {
-        self.0.admins.lock().unwrap().push(text.to_owned());
+    fn tell_admins<'a>(&'a self, notice: &'a AdminNotice) -> BoxFuture<'a, ()> {
+        self.0.admins.lock().unwrap().push(admin::notice(notice));
+        Box::pin(async {})
+    }
+
+    fn announcement(&self, text: &str, run: &ScheduledRun, zone: &Zone) -> String {
+        messages::announcement(text, run, zone)
     }
 }
 
 impl ReplySink for RecordedSink {
-    async fn working(&mut self) {}
+    fn working(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 
-    async fn partial(&mut self, reply: &Reply) {
+    fn partial<'a>(&'a mut self, reply: &'a Reply) -> BoxFuture<'a, ()> {
         self.record(Shown::Partial(reply.text.clone()));
+        Box::pin(async {})
     }
 
-    async fn finish(&mut self, reply: &Reply) -> anyhow::Result<()> {
+    fn finish<'a>(&'a mut self, reply: &'a Reply) -> BoxFuture<'a, anyhow::Result<()>> {
         self.record(Shown::Finish(reply.text.clone()));
-        Ok(())
+        Box::pin(async { Ok(()) })
     }
 
-    async fn notice(&mut self, text: &str) -> anyhow::Result<()> {
-        self.record(Shown::Notice(text.to_owned()));
-        Ok(())
+    fn notice<'a>(&'a mut self, notice: &'a Notice) -> BoxFuture<'a, anyhow::Result<()>> {
+        self.record(Shown::Notice(messages::notice(notice)));
+        Box::pin(async { Ok(()) })
     }
 }
 
 // ---- the service under test ----
 
 struct Setup {
-    service: Arc<ChatService<Recorded>>,
-    llm: Arc<FakeLlm>,
+    service: Arc<ChatService>,
+    llm: Arc<ScriptedLlm>,
     recorder: Arc<Recorder>,
     shutdown: CancellationToken,
     workers: tokio::task::JoinHandle<()>,
@@ -247,15 +138,15 @@ struct Setup {
 impl Setup {
     /// A service with `workers` workers on the hostile pipeline, and its workers running.
     async fn start(workers: usize) -> Self {
-        Self::start_with(workers, Duration::from_millis(10), |_| {}).await
+        Self::start_with(workers, Duration::from_millis(10), async |_| {}).await
     }
 
     /// Like `start`, with the LLM echoing a word per `echo_every`, and `prepare` may fill
-    /// the store first.
+    /// the database first.
     async fn start_with(
         workers: usize,
         echo_every: Duration,
-        prepare: impl FnOnce(&mut Store),
+        prepare: impl AsyncFnOnce(&Database),
     ) -> Self {
         let scratch = Scratch::default();
         let manifest = scratch.single_stage(
@@ -264,9 +155,9 @@ impl Setup {
             &format!("timeout_ms = {}", STAGE_TIMEOUT.as_millis()),
         );
         let pipeline = pi_agent_tests::load(&manifest).await;
-        let mut store = Store::open(&database(scratch.path())).unwrap();
-        prepare(&mut store);
-        let llm = Arc::new(FakeLlm::new(echo_every));
+        let database = Database::open(&database(scratch.path())).unwrap();
+        prepare(&database).await;
+        let llm = Arc::new(ScriptedLlm::new("the fake LLM", echo_every));
         let replies = Recorded::default();
         let recorder = replies.0.clone();
         let service = ChatService::new(
@@ -276,7 +167,7 @@ impl Setup {
                 llm_concurrency: workers,
                 shutdown_grace: GRACE,
                 edit_interval: Duration::from_secs(1),
-                time_zone: "UTC".into(),
+                time_zone: Zone::utc(),
             },
             LlmConfig {
                 primary: BackendSettings {
@@ -292,8 +183,8 @@ impl Setup {
             },
             llm.clone(),
             Arc::new(ArcSwap::from_pointee(pipeline)),
-            SharedStore::new(store),
-            replies,
+            &database,
+            Arc::new(replies),
         );
         service.recover().await.unwrap();
         let shutdown = CancellationToken::new();
@@ -348,17 +239,18 @@ fn database(dir: &Path) -> std::path::PathBuf {
 
 fn new_job(chat: i64, message_id: i32, text: &str) -> NewJob {
     NewJob {
-        chat_id: chat,
+        chat_id: ChatId(chat),
         kind: JobKind::Message { message_id },
-        user_id: chat,
+        user_id: UserId(chat),
         text: text.to_owned(),
-        context: Default::default(),
+        origin: Origin::default(),
         received_unix_ms: 0,
     }
 }
 
-fn pending(dir: &Path) -> Vec<PendingJob> {
-    Store::open(&database(dir)).unwrap().pending().unwrap()
+async fn pending(dir: &Path) -> Vec<PendingJob> {
+    let database = Database::open(&database(dir)).unwrap();
+    database.jobs().pending().await.unwrap()
 }
 
 fn finish(text: &str) -> Shown {
@@ -369,7 +261,7 @@ fn finish(text: &str) -> Shown {
 
 #[tokio::test(start_paused = true)]
 async fn a_chats_messages_are_answered_in_order_while_other_chats_go_ahead() {
-    let mut s = Setup::start_with(2, Duration::from_secs(1), |_| {}).await;
+    let mut s = Setup::start_with(2, Duration::from_secs(1), async |_| {}).await;
     s.send(1, "one").await;
     // Chat 1 is busy: its second message waits behind the first, free worker or not.
     assert_eq!(s.send(1, "two").await, Accepted::Queued { ahead: 1 });
@@ -379,8 +271,8 @@ async fn a_chats_messages_are_answered_in_order_while_other_chats_go_ahead() {
     assert_eq!(s.recorder.endings(1), [finish("RE ONE"), finish("RE TWO")]);
     assert_eq!(s.recorder.endings(2), [finish("RE THREE")]);
     let asked_at = |question: &str| {
-        let requests = s.llm.requests();
-        requests.iter().find(|(q, _)| q == question).unwrap().1
+        let asked = s.llm.asked();
+        asked.iter().find(|a| a.question == question).unwrap().at
     };
     let first_done = s.recorder.shown(1)[..]
         .iter()
@@ -397,14 +289,13 @@ async fn a_chats_messages_are_answered_in_order_while_other_chats_go_ahead() {
 fn task_job(chat: i64, kind: JobKind, text: &str, late: bool) -> NewJob {
     NewJob {
         kind,
-        context: ChatContext {
-            chat_id: chat,
+        origin: Origin {
             scheduled: Some(ScheduledRun {
-                task_id: 9,
+                task_id: TaskId(9),
                 due_unix_ms: 1_764_000_000_000,
                 late,
             }),
-            ..Default::default()
+            ..Origin::default()
         },
         ..new_job(chat, 0, text)
     }
@@ -412,7 +303,7 @@ fn task_job(chat: i64, kind: JobKind, text: &str, late: bool) -> NewJob {
 
 #[tokio::test(start_paused = true)]
 async fn a_reminder_goes_through_the_shapers_only_and_does_not_wait_for_a_busy_llm() {
-    let mut s = Setup::start_with(1, Duration::from_secs(1), |_| {}).await;
+    let mut s = Setup::start_with(1, Duration::from_secs(1), async |_| {}).await;
     s.send(1, "a long question").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let reminder = task_job(2, JobKind::Reminder, "tea", false);
@@ -424,10 +315,10 @@ async fn a_reminder_goes_through_the_shapers_only_and_does_not_wait_for_a_busy_l
         s.recorder.endings(1).is_empty(),
         "delivered while the only LLM worker was still answering chat 1"
     );
-    assert_eq!(s.llm.requests().len(), 1, "the LLM was not asked for it");
+    assert_eq!(s.llm.asked().len(), 1, "the LLM was not asked for it");
     s.answered(1, 1).await;
     let (_, scratch) = s.shut_down().await;
-    assert!(pending(scratch.path()).is_empty());
+    assert!(pending(scratch.path()).await.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -439,7 +330,7 @@ async fn a_scheduled_prompt_is_answered_by_the_llm_under_its_announcement() {
         .unwrap();
     s.answered(3, 1).await;
     assert_eq!(
-        s.llm.requests()[0].0,
+        s.llm.asked()[0].question,
         "GOOD MORNING",
         "through the formatter"
     );
@@ -463,18 +354,18 @@ async fn stop_delivers_what_was_written_and_ends_the_job() {
     ));
     s.send(7, "count").await;
     tokio::time::sleep(Duration::from_millis(3500)).await;
-    assert!(s.service.stop(7), "a generation was running");
+    assert!(s.service.stop(ChatId(7)), "a generation was running");
     s.answered(7, 2).await;
     assert_eq!(
         s.recorder.endings(7),
         [finish("ONE TWO THREE "), Shown::Notice("⏹ Stopped.".into())]
     );
-    assert!(!s.service.stop(7), "nothing runs any more");
+    assert!(!s.service.stop(ChatId(7)), "nothing runs any more");
     s.send(7, "next").await;
     s.answered(7, 3).await;
     assert_eq!(s.recorder.endings(7)[2], finish("RE NEXT"));
     let (_, scratch) = s.shut_down().await;
-    assert!(pending(scratch.path()).is_empty());
+    assert!(pending(scratch.path()).await.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -491,6 +382,7 @@ async fn on_shutdown_a_running_answer_finishes_within_the_grace_period_and_waiti
         "{took:?}"
     );
     let left: Vec<String> = pending(scratch.path())
+        .await
         .into_iter()
         .map(|j| j.message.text)
         .collect();
@@ -513,7 +405,7 @@ async fn on_shutdown_an_answer_past_the_grace_period_is_cut_and_stays_pending_un
         took >= GRACE && took < GRACE + Duration::from_secs(2),
         "{took:?}"
     );
-    let left = pending(scratch.path());
+    let left = pending(scratch.path()).await;
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].attempts, 0, "a shutdown is not the job's fault");
 }
@@ -578,12 +470,13 @@ async fn a_stalled_llm_fails_that_message_and_the_next_is_served() {
 
 #[tokio::test(start_paused = true)]
 async fn a_job_that_was_started_max_attempts_times_is_given_up_once() {
-    let s = Setup::start_with(1, Duration::from_millis(10), |store| {
-        let Enqueued::New(id) = store.enqueue(&new_job(42, 9, "crash me")).unwrap() else {
+    let s = Setup::start_with(1, Duration::from_millis(10), async |database| {
+        let jobs = database.jobs();
+        let (Enqueued::New(id), _) = jobs.enqueue(new_job(42, 9, "crash me")).await.unwrap() else {
             panic!("a new job")
         };
         for _ in 0..MAX_ATTEMPTS {
-            store.record_attempt(id).unwrap();
+            jobs.record_attempt(id).await.unwrap();
         }
     })
     .await;
@@ -596,9 +489,9 @@ async fn a_job_that_was_started_max_attempts_times_is_given_up_once() {
     let admins = s.recorder.admin_messages();
     assert_eq!(admins.len(), 1, "{admins:?}");
     assert!(admins[0].contains("chat 42"), "{admins:?}");
-    assert!(s.llm.requests().is_empty(), "the job was not run again");
+    assert!(s.llm.asked().is_empty(), "the job was not run again");
     let (_, scratch) = s.shut_down().await;
-    assert!(pending(scratch.path()).is_empty(), "the job is gone");
+    assert!(pending(scratch.path()).await.is_empty(), "the job is gone");
 }
 
 #[tokio::test(start_paused = true)]

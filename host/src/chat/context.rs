@@ -164,49 +164,28 @@ impl Contexts {
 
 #[cfg(test)]
 mod tests {
-    use futures_util::future::BoxFuture;
+    use std::time::Duration;
 
     use super::*;
-    use crate::llm::{LlmError, ModelInfo, ReplyStream, RunningModel};
-    use crate::prompt::{Prompt, Role};
+    use crate::llm::scripted::ScriptedLlm;
+    use crate::prompt::Role;
 
-    /// A server that only answers how long a model's context is.
-    struct Context(Result<u32, LlmError>);
-
-    impl LlmBackend for Context {
-        fn chat(&self, _: &Prompt) -> BoxFuture<'_, Result<ReplyStream, LlmError>> {
-            unreachable!()
-        }
-        fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, LlmError>> {
-            unreachable!()
-        }
-        fn running_models(&self) -> BoxFuture<'_, Result<Vec<RunningModel>, LlmError>> {
-            unreachable!()
-        }
-        fn context_length<'a>(
-            &'a self,
-            _: &'a str,
-            requested: Option<u32>,
-        ) -> BoxFuture<'a, Result<u32, LlmError>> {
-            let answer = self.0.clone().map(|own| requested.unwrap_or(own));
-            Box::pin(async move { answer })
-        }
-        fn check_model<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<(), LlmError>> {
-            unreachable!()
-        }
-        fn serving(&self) -> String {
-            "a server".into()
-        }
+    /// A server whose models are `own` tokens long (`None`: it cannot be asked), and which
+    /// gives a request what it asks for, as Ollama does.
+    fn server(own: Option<u32>) -> ScriptedLlm {
+        let server = ScriptedLlm::new("a server", Duration::ZERO);
+        server.set_context(own);
+        server
     }
 
     #[tokio::test]
     async fn the_window_leaves_room_for_the_answer() {
         let contexts = Contexts::new(Some(2048), None, 200);
-        let budget = contexts.budget(&Context(Ok(8192)), "gemma2:2b").await;
+        let budget = contexts.budget(&server(None), "gemma2:2b").await;
         assert_eq!(budget.context, 2048);
         assert_eq!(budget.window.tokens, 2048 - 256);
         let bounded = Contexts::new(None, Some(400), 20);
-        let budget = bounded.budget(&Context(Ok(8192)), "gemma2:2b").await;
+        let budget = bounded.budget(&server(Some(8192)), "gemma2:2b").await;
         assert_eq!((budget.context, budget.window.tokens), (8192, 8192 - 400));
         assert_eq!(budget.window.messages, 20);
     }
@@ -214,9 +193,12 @@ mod tests {
     #[tokio::test]
     async fn a_server_that_cannot_be_asked_is_asked_again_next_time() {
         let contexts = Contexts::new(None, None, 200);
-        let down = Context(Err(LlmError::Protocol("down".into())));
+        let down = server(None);
         assert_eq!(contexts.budget(&down, "m").await.context, FALLBACK_CONTEXT);
-        assert_eq!(contexts.budget(&Context(Ok(4096)), "m").await.context, 4096);
+        assert_eq!(
+            contexts.budget(&server(Some(4096)), "m").await.context,
+            4096
+        );
         // Known now: not asked again.
         assert_eq!(contexts.budget(&down, "m").await.context, 4096);
     }
@@ -224,7 +206,7 @@ mod tests {
     #[tokio::test]
     async fn token_estimates_learn_from_the_servers_counts() {
         let contexts = Contexts::new(Some(2048), None, 200);
-        let server = Context(Ok(2048));
+        let server = server(Some(2048));
         let message = ChatMessage::new(Role::User, "x".repeat(1000));
         let before = contexts.budget(&server, "m").await.message_tokens(&message);
         assert_eq!(
@@ -250,7 +232,7 @@ mod tests {
     #[tokio::test]
     async fn the_largest_recent_addition_of_the_pipeline_is_planned_for() {
         let contexts = Contexts::new(Some(2048), None, 200);
-        let server = Context(Ok(2048));
+        let server = server(Some(2048));
         assert_eq!(contexts.budget(&server, "m").await.overhead, 0);
         for added in [40, 300, 40] {
             contexts.added_by_pipeline(added);

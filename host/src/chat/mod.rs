@@ -14,14 +14,19 @@
 
 mod context;
 mod jobs;
+mod notice;
+mod preferences;
 mod queue;
 mod sink;
 mod window;
 mod worker;
 
-pub use jobs::{Enqueued, JobKind, NewJob, PendingJob};
+pub use jobs::{Enqueued, JobKind, NewJob, Origin, PendingJob, context_of};
+pub use notice::{AdminNotice, GivenUpJob, Notice};
+pub use preferences::{ModelChoice, ModelSwitch, Preferences};
 pub use queue::Accepted;
 pub use sink::{Replies, ReplySink};
+pub use window::TooLong;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,11 +34,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{ChatConfig, LlmConfig};
-use crate::llm::{LlmBackend, LlmError, ModelInfo, RunningModel, same_model};
+use crate::ids::ChatId;
+use crate::llm::{LlmBackend, LlmConfig, LlmError, RunningModel};
 use crate::pipeline::{Pipeline, SharedPipeline, StageInfo};
-use crate::store::{ChatCounts, SharedStore, Store, StoreError};
+use crate::store::{Database, History, Jobs, StoreError};
 use crate::telemetry::{self, CacheFigures, FirstTokenFigures};
+use crate::zone::Zone;
 use context::Contexts;
 use queue::Queue;
 
@@ -44,6 +50,25 @@ pub const MAX_ATTEMPTS: u32 = 3;
 /// How long interrupted jobs get to wind down after the grace period before their workers
 /// are dropped.
 const INTERRUPT_SLACK: Duration = Duration::from_secs(1);
+
+/// The conversation service's settings (read from the environment by `config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatConfig {
+    /// `HISTORY_MESSAGES`: earlier messages of a chat a prompt holds at most (besides the
+    /// model's context, which usually decides); the window is cut in blocks.
+    pub history_messages: usize,
+    /// `QUEUE_CAPACITY`: messages waiting at most; more are politely refused.
+    pub queue_capacity: usize,
+    /// `LLM_CONCURRENCY`: generations at once (a Pi runs one).
+    pub llm_concurrency: usize,
+    /// `SHUTDOWN_GRACE_SECS`: how long running generations may finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// `STREAM_EDIT_INTERVAL_MS`: pause between updates of a streaming reply (Telegram
+    /// allows about one edit per second per chat).
+    pub edit_interval: Duration,
+    /// `TIMEZONE`: the time zone of chats that did not choose one with `/timezone`.
+    pub time_zone: Zone,
+}
 
 /// What `/status` shows.
 #[derive(Debug, Clone)]
@@ -65,63 +90,44 @@ pub struct Status {
     pub stages: Vec<StageInfo>,
 }
 
-/// A chat's model and the ones it could switch to, for `/model`.
-#[derive(Debug, Clone)]
-pub struct ModelChoice {
-    pub current: String,
-    /// Installed on the LLM server, or why they could not be listed.
-    pub installed: Result<Vec<ModelInfo>, LlmError>,
-}
-
-impl ModelChoice {
-    /// Whether `model` is the chat's (`gemma2` is `gemma2:latest`).
-    pub fn is_current(&self, model: &ModelInfo) -> bool {
-        same_model(&model.name, &self.current)
-    }
-}
-
-/// What asking for another model did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModelSwitch {
-    /// The chat uses `model` from now on.
-    Switched { model: String },
-    /// The chat went back to the default, `model`.
-    BackToDefault { model: String },
-    /// Not installed on the server; nothing changed.
-    NotInstalled { model: String },
-    /// The server could not be asked; nothing changed.
-    CannotCheck(LlmError),
-}
-
-/// Shared by the Telegram handlers, the workers and the CLI.
-pub struct ChatService<R: Replies> {
+/// The conversation service: accepts jobs, keeps them in order, and answers them with its
+/// workers. Shared by the Telegram handlers, the scheduler, the dashboard and the CLI.
+pub struct ChatService {
     config: ChatConfig,
     llm_config: LlmConfig,
     llm: Arc<dyn LlmBackend>,
     pipeline: SharedPipeline,
-    store: SharedStore,
-    replies: R,
+    jobs: Jobs,
+    history: History,
+    preferences: Arc<Preferences>,
+    replies: Arc<dyn Replies>,
     /// Shared with each job's sink, which marks the job once its last word is out.
     queue: Arc<Mutex<Queue>>,
     job_ready: Notify,
     last_tokens_per_second: Mutex<Option<f64>>,
     /// What fits each model's context.
     contexts: Contexts,
-    resets: Mutex<std::collections::HashMap<i64, u64>>,
+    resets: Mutex<std::collections::HashMap<ChatId, u64>>,
     started: Instant,
     /// Parent of every running job's cancel token; cancelled when the grace period ends.
     interrupt_jobs: CancellationToken,
 }
 
-impl<R: Replies> ChatService<R> {
+impl ChatService {
     pub fn new(
         config: ChatConfig,
         llm_config: LlmConfig,
         llm: Arc<dyn LlmBackend>,
         pipeline: SharedPipeline,
-        store: SharedStore,
-        replies: R,
+        database: &Database,
+        replies: Arc<dyn Replies>,
     ) -> Arc<Self> {
+        let preferences = Arc::new(Preferences::new(
+            database.chat_settings(),
+            llm.clone(),
+            llm_config.primary.model.clone(),
+            config.time_zone.clone(),
+        ));
         Arc::new(Self {
             queue: Arc::new(Mutex::new(Queue::new(
                 config.queue_capacity,
@@ -136,7 +142,9 @@ impl<R: Replies> ChatService<R> {
             llm_config,
             llm,
             pipeline,
-            store,
+            jobs: database.jobs(),
+            history: database.history(),
+            preferences,
             replies,
             job_ready: Notify::new(),
             last_tokens_per_second: Mutex::new(None),
@@ -146,16 +154,18 @@ impl<R: Replies> ChatService<R> {
         })
     }
 
+    /// Each chat's model and time zone.
+    pub fn preferences(&self) -> &Arc<Preferences> {
+        &self.preferences
+    }
+
     /// Accepts a user's message: stored first, then queued. Durable (and safe to
-    /// acknowledge) once the update offset is saved — see `Store`'s group commit.
+    /// acknowledge) once the update offset is saved — see the store's group commit.
     pub async fn accept(&self, job: NewJob) -> Result<Accepted, StoreError> {
         if self.lock_queue().is_full() {
             return Ok(Accepted::QueueFull);
         }
-        let stored = self
-            .db(move |store| store.enqueue(&job).map(|e| (e, job)))
-            .await?;
-        let accepted = match stored {
+        let accepted = match self.jobs.enqueue(job).await? {
             (Enqueued::Duplicate, _) => Accepted::Duplicate,
             (Enqueued::New(id), job) => self.lock_queue().push(PendingJob::new(id, job)),
         };
@@ -165,7 +175,7 @@ impl<R: Replies> ChatService<R> {
 
     /// Queues the jobs left pending by the previous run, in arrival order.
     pub async fn recover(&self) -> Result<usize, StoreError> {
-        let pending = self.db(|store| store.pending()).await?;
+        let pending = self.jobs.pending().await?;
         let count = pending.len();
         let mut queue = self.lock_queue();
         for job in pending {
@@ -183,47 +193,25 @@ impl<R: Replies> ChatService<R> {
         self.job_ready.notify_waiters();
     }
 
-    /// The chat's time zone: its own choice (`/timezone`) or the default (`TIMEZONE`).
-    pub async fn time_zone(&self, chat_id: i64) -> String {
-        match self.db(move |store| store.chat_time_zone(chat_id)).await {
-            Ok(Some(zone)) => zone,
-            Ok(None) => self.config.time_zone.clone(),
-            Err(e) => {
-                tracing::warn!("cannot read the chat's time zone, using the default: {e}");
-                self.config.time_zone.clone()
-            }
-        }
-    }
-
-    /// Sets the chat's time zone (an IANA name the caller checked); `None`: the default.
-    pub async fn set_time_zone(
-        &self,
-        chat_id: i64,
-        zone: Option<String>,
-    ) -> Result<(), StoreError> {
-        self.db(move |store| store.set_chat_time_zone(chat_id, zone.as_deref()))
-            .await
-    }
-
     /// Cancels the chat's running generation; false when nothing was running.
-    pub fn stop(&self, chat_id: i64) -> bool {
+    pub fn stop(&self, chat_id: ChatId) -> bool {
         self.lock_queue().cancel_running(chat_id)
     }
 
     /// Forgets the chat's history.
-    pub async fn reset(&self, chat_id: i64) -> Result<usize, StoreError> {
+    pub async fn reset(&self, chat_id: ChatId) -> Result<usize, StoreError> {
         *self
             .resets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(chat_id)
             .or_default() += 1;
-        self.db(move |store| store.clear_history(chat_id)).await
+        self.history.clear(chat_id).await
     }
 
     /// How often the chat was reset since the start: a job that sees this change while it
     /// runs keeps its turn out of the (cleared) history.
-    fn resets(&self, chat_id: i64) -> u64 {
+    fn resets(&self, chat_id: ChatId) -> u64 {
         self.resets
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -232,68 +220,16 @@ impl<R: Replies> ChatService<R> {
             .unwrap_or(0)
     }
 
-    /// The chat's model: its own choice or the default.
-    async fn model(&self, chat_id: i64) -> Result<String, StoreError> {
-        let chosen = self.db(move |store| store.chat_model(chat_id)).await?;
-        Ok(chosen.unwrap_or_else(|| self.llm_config.primary.model.clone()))
-    }
-
-    /// The chat's model and the models installed on the server.
-    pub async fn models(&self, chat_id: i64) -> Result<ModelChoice, StoreError> {
-        Ok(ModelChoice {
-            current: self.model(chat_id).await?,
-            installed: self.llm.list_models().await,
-        })
-    }
-
-    /// Switches the chat to `model` if the server has it; `None` goes back to the default.
-    pub async fn set_model(
-        &self,
-        chat_id: i64,
-        model: Option<&str>,
-    ) -> Result<ModelSwitch, StoreError> {
-        let Some(model) = model else {
-            self.db(move |store| store.set_chat_model(chat_id, None))
-                .await?;
-            return Ok(ModelSwitch::BackToDefault {
-                model: self.llm_config.primary.model.clone(),
-            });
-        };
-        let model = model.to_owned();
-        match self.llm.list_models().await {
-            Err(e) => Ok(ModelSwitch::CannotCheck(e)),
-            Ok(installed) if !installed.iter().any(|m| same_model(&m.name, &model)) => {
-                Ok(ModelSwitch::NotInstalled { model })
-            }
-            Ok(_) => {
-                let chosen = model.clone();
-                self.db(move |store| store.set_chat_model(chat_id, Some(&chosen)))
-                    .await?;
-                Ok(ModelSwitch::Switched { model })
-            }
-        }
-    }
-
-    /// The last Telegram update handled (survives restarts).
-    pub async fn update_offset(&self) -> Result<Option<i64>, StoreError> {
-        self.db(|store| store.last_update_id()).await
-    }
-
-    pub async fn set_update_offset(&self, update_id: i64) -> Result<(), StoreError> {
-        self.db(move |store| store.set_last_update_id(update_id))
-            .await
-    }
-
     /// Tells a chat something outside any job (best effort: failures are logged).
-    pub async fn tell_chat(&self, chat_id: i64, text: &str) {
-        if let Err(e) = self.replies.open(chat_id, None).notice(text).await {
-            tracing::warn!(chat_id, "cannot send a notice: {e:#}");
+    pub async fn tell_chat(&self, chat_id: ChatId, notice: &Notice) {
+        if let Err(e) = self.replies.open(chat_id, None).notice(notice).await {
+            tracing::warn!(%chat_id, "cannot send a notice: {e:#}");
         }
     }
 
     /// Tells the admins something they should act on (best effort).
-    pub async fn tell_admins(&self, text: &str) {
-        self.replies.tell_admins(text).await;
+    pub async fn tell_admins(&self, notice: &AdminNotice) {
+        self.replies.tell_admins(notice).await;
     }
 
     /// The pipeline new messages use.
@@ -327,16 +263,6 @@ impl<R: Replies> ChatService<R> {
     pub fn queue_depth(&self) -> usize {
         let queue = self.lock_queue();
         queue.waiting() + queue.running()
-    }
-
-    /// Every chat's counts, with messages answered since `since_unix_ms` (no content).
-    pub async fn chat_counts(&self, since_unix_ms: u64) -> Result<Vec<ChatCounts>, StoreError> {
-        self.db(move |store| store.chat_counts(since_unix_ms)).await
-    }
-
-    /// The default time zone (`TIMEZONE`), in which the dashboard counts "today".
-    pub fn default_time_zone(&self) -> &str {
-        &self.config.time_zone
     }
 
     /// Runs `LLM_CONCURRENCY` workers, and one for reminders, until `shutdown` is cancelled;
@@ -373,12 +299,5 @@ impl<R: Replies> ChatService<R> {
 
     fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    async fn db<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        self.store.run(f).await
     }
 }

@@ -6,6 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use tokio_util::sync::CancellationToken;
 
 use super::PendingJob;
+use crate::ids::ChatId;
 
 /// What happened to an accepted message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub struct Queue {
     waiting: VecDeque<PendingJob>,
     /// Chats with a job in progress: how to cancel it, and whether its last word (final
     /// reply or notice) is out already (it only waits for Telegram and stores its turn).
-    running: HashMap<i64, Running>,
+    running: HashMap<ChatId, Running>,
 }
 
 struct Running {
@@ -48,7 +49,7 @@ impl Queue {
 
     pub fn push(&mut self, job: PendingJob) -> Accepted {
         // A job whose answer is out is not ahead of anyone: it ends in a moment.
-        let answering = |chat_id: &i64| self.running.get(chat_id).is_some_and(|r| !r.delivered);
+        let answering = |chat_id: &ChatId| self.running.get(chat_id).is_some_and(|r| !r.delivered);
         let chat_busy = answering(&job.message.chat_id)
             || self
                 .waiting
@@ -94,17 +95,17 @@ impl Queue {
     }
 
     /// The chat's last word is on its way; its job only has its bookkeeping left.
-    pub fn delivered(&mut self, chat_id: i64) {
+    pub fn delivered(&mut self, chat_id: ChatId) {
         if let Some(running) = self.running.get_mut(&chat_id) {
             running.delivered = true;
         }
     }
 
-    pub fn finish(&mut self, chat_id: i64) {
+    pub fn finish(&mut self, chat_id: ChatId) {
         self.running.remove(&chat_id);
     }
 
-    pub fn cancel_running(&self, chat_id: i64) -> bool {
+    pub fn cancel_running(&self, chat_id: ChatId) -> bool {
         self.running
             .get(&chat_id)
             .inspect(|running| running.cancel.cancel())
@@ -124,23 +125,24 @@ impl Queue {
 mod tests {
     use super::*;
     use crate::chat::{JobKind, NewJob};
+    use crate::ids::{JobId, UserId};
 
     fn any(_: &PendingJob) -> bool {
         true
     }
 
-    fn job(id: i64, chat_id: i64) -> PendingJob {
+    fn job(id: i64, chat: i64) -> PendingJob {
         let message = NewJob {
-            chat_id,
+            chat_id: ChatId(chat),
             kind: JobKind::Message {
                 message_id: id as i32,
             },
-            user_id: chat_id,
+            user_id: UserId(chat),
             text: format!("m{id}"),
-            context: Default::default(),
+            origin: Default::default(),
             received_unix_ms: 0,
         };
-        PendingJob::new(id, message)
+        PendingJob::new(JobId(id), message)
     }
 
     #[test]
@@ -150,12 +152,12 @@ mod tests {
         assert_eq!(q.push(job(1, 100)), Accepted::Queued { ahead: 0 });
         assert_eq!(q.push(job(2, 100)), Accepted::Queued { ahead: 1 });
         assert_eq!(q.push(job(3, 200)), Accepted::Queued { ahead: 2 });
-        assert_eq!(q.take_next(&root, any).unwrap().0.id, 1);
+        assert_eq!(q.take_next(&root, any).unwrap().0.id, JobId(1));
         // Chat 100 is busy: its second message waits, chat 200 goes first.
-        assert_eq!(q.take_next(&root, any).unwrap().0.id, 3);
+        assert_eq!(q.take_next(&root, any).unwrap().0.id, JobId(3));
         assert!(q.take_next(&root, any).is_none());
-        q.finish(100);
-        assert_eq!(q.take_next(&root, any).unwrap().0.id, 2);
+        q.finish(ChatId(100));
+        assert_eq!(q.take_next(&root, any).unwrap().0.id, JobId(2));
     }
 
     #[test]
@@ -184,7 +186,7 @@ mod tests {
         q.push(job(1, 1));
         q.take_next(&root, any);
         assert_eq!(q.push(job(2, 2)), Accepted::Queued { ahead: 1 });
-        q.delivered(1);
+        q.delivered(ChatId(1));
         assert_eq!(
             q.push(job(3, 1)),
             Accepted::Queued { ahead: 1 },
@@ -193,7 +195,7 @@ mod tests {
         let mut q = Queue::new(10, 1);
         q.push(job(1, 1));
         q.take_next(&root, any);
-        q.delivered(1);
+        q.delivered(ChatId(1));
         assert_eq!(q.push(job(2, 1)), Accepted::Queued { ahead: 0 });
     }
 
@@ -204,10 +206,10 @@ mod tests {
         q.push(job(1, 1));
         q.push(job(2, 2));
         q.push(job(3, 3));
-        let even = |j: &PendingJob| j.message.chat_id % 2 == 0;
-        assert_eq!(q.take_next(&root, even).unwrap().0.id, 2);
+        let even = |j: &PendingJob| j.message.chat_id.0 % 2 == 0;
+        assert_eq!(q.take_next(&root, even).unwrap().0.id, JobId(2));
         assert!(q.take_next(&root, even).is_none());
-        assert_eq!(q.take_next(&root, any).unwrap().0.id, 1);
+        assert_eq!(q.take_next(&root, any).unwrap().0.id, JobId(1));
     }
 
     #[test]
@@ -228,9 +230,9 @@ mod tests {
         q.push(job(2, 2));
         let (_, first) = q.take_next(&root, any).unwrap();
         let (_, second) = q.take_next(&root, any).unwrap();
-        assert!(q.cancel_running(1));
+        assert!(q.cancel_running(ChatId(1)));
         assert!(first.is_cancelled() && !second.is_cancelled());
-        assert!(!q.cancel_running(3));
+        assert!(!q.cancel_running(ChatId(3)));
         root.cancel();
         assert!(second.is_cancelled());
     }

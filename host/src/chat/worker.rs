@@ -9,15 +9,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::context::ModelBudget;
+use super::notice::{AdminNotice, GivenUpJob, Notice};
 use super::queue::Queue;
 use super::window::{self, Plan, TooLong};
-use super::{ChatService, MAX_ATTEMPTS, Replies, ReplySink};
-use super::{JobKind, NewJob, PendingJob};
+use super::{ChatService, JobKind, MAX_ATTEMPTS, NewJob, PendingJob, ReplySink, context_of};
 use crate::clock;
+use crate::ids::{ChatId, JobId, TaskId};
 use crate::llm::{LlmError, ReplyEvent};
 use crate::pipeline::{FormatOutcome, Pipeline, StageError};
-use crate::prompt::{ChatMessage, Prompt, Reply, Role, TextFormat};
-use crate::store::StoreError;
+use crate::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role};
+use crate::store::{StoreError, StoredMessage, Turn};
 use crate::telemetry::{self, MessageOutcome};
 
 /// How often the typing indicator is renewed while waiting for the first token (Telegram
@@ -31,7 +32,7 @@ const MIN_ANSWER_TOKENS: u32 = 64;
 /// How a job ended, for the store.
 enum Ending {
     /// Delivered; the turn goes into history (`None`: nothing worth remembering).
-    Completed(Option<(String, String)>, MessageOutcome),
+    Completed(Option<Turn>, MessageOutcome),
     /// Interrupted by shutdown: stays pending, answered after the next start.
     KeepPending,
 }
@@ -55,11 +56,7 @@ pub enum Lane {
     Reminders,
 }
 
-pub async fn run<R: Replies>(
-    service: Arc<ChatService<R>>,
-    lane: Lane,
-    shutdown: CancellationToken,
-) {
+pub async fn run(service: Arc<ChatService>, lane: Lane, shutdown: CancellationToken) {
     loop {
         let ready = service.job_ready.notified();
         if shutdown.is_cancelled() {
@@ -77,8 +74,13 @@ pub async fn run<R: Replies>(
             }
         };
         let (chat_id, job_id) = (job.message.chat_id, job.id);
-        let task_id = job.message.context.scheduled.map(|run| run.task_id);
-        let span = tracing::info_span!("message", chat_id, job_id, attempt = job.attempts + 1);
+        let task_id = job.message.origin.scheduled.map(|run| run.task_id);
+        let span = tracing::info_span!(
+            "message",
+            chat_id = chat_id.0,
+            job_id = job_id.0,
+            attempt = job.attempts + 1
+        );
         let queue_wait =
             Duration::from_millis(clock::unix_ms().saturating_sub(job.message.received_unix_ms));
         async {
@@ -98,8 +100,8 @@ pub async fn run<R: Replies>(
     }
 }
 
-impl<R: Replies> ChatService<R> {
-    async fn answer(&self, mut job: PendingJob, cancel: &CancellationToken) -> Ending {
+impl ChatService {
+    async fn answer(&self, job: PendingJob, cancel: &CancellationToken) -> Ending {
         let mut sink = JobSink {
             sink: self
                 .replies
@@ -114,58 +116,53 @@ impl<R: Replies> ChatService<R> {
         // Counted before anything runs, so a job that kills the process is counted too. Not
         // fsynced: after a process crash the write is in the page cache; after a power cut
         // the attempt was not the job's fault.
-        if let Err(e) = self.db(move |s| s.record_attempt(job.id)).await {
+        if let Err(e) = self.jobs.record_attempt(job.id).await {
             tracing::warn!("cannot record the attempt: {e}");
         }
-        job.message.context.time_zone = self.time_zone(job.message.chat_id).await;
+        let zone = self.preferences.time_zone(job.message.chat_id).await;
+        let context = context_of(&job.message, zone);
         if job.message.kind == JobKind::Reminder {
-            return self.remind(&mut sink, &job.message).await;
+            return self.remind(&mut sink, &job.message, &context).await;
         }
         let planned = match self.prompt_for(&job.message).await {
             Ok(planned) => planned,
             Err(Unplanned::TooLong(too_long)) => {
-                return fail(&mut sink, &too_long_text(&too_long)).await;
+                return fail(&mut sink, Notice::TooLong(too_long)).await;
             }
             Err(Unplanned::Store(e)) => {
                 tracing::error!("cannot read history: {e}");
-                return fail(
-                    &mut sink,
-                    "⚠️ The bot's database is not working; your message was not answered.",
-                )
-                .await;
+                return fail(&mut sink, Notice::DatabaseFailed).await;
             }
         };
         let pipeline = self.pipeline();
         let started = Instant::now();
-        let outcome = pipeline
-            .format(&job.message.context, planned.prompt.clone())
-            .await;
+        let outcome = pipeline.format(&context, planned.prompt.clone()).await;
         tracing::debug!(pipeline_time = ?started.elapsed(), "formatted");
         match outcome {
-            Err(e) => fail(&mut sink, &stage_failure_text(&e)).await,
+            Err(e) => fail(&mut sink, Notice::StageFailed(e)).await,
             Ok(FormatOutcome::Rejected { stage, reason }) => {
                 tracing::info!(stage, "rejected by the pipeline");
-                match sink.notice(&format!("🚫 {reason}")).await {
+                match sink.notice(&Notice::Rejected { reason }).await {
                     Ok(()) => Ending::Completed(None, MessageOutcome::Rejected),
                     Err(_) => Ending::KeepPending,
                 }
             }
             Ok(FormatOutcome::Reply { prompt, reply }) => {
                 let typed = job.message.text.clone();
-                let answer = Answer::new(&pipeline, &job.message, &prompt, typed);
+                let answer = self.answer_to(&pipeline, &job.message, &context, &prompt, typed);
                 let raw = reply.text.clone();
                 match answer.shape(reply, true).await {
-                    Err(e) => fail(&mut sink, &stage_failure_text(&e)).await,
+                    Err(e) => fail(&mut sink, Notice::StageFailed(e)).await,
                     Ok(shaped) => deliver(&mut sink, &shaped, answer.turn(raw)).await,
                 }
             }
             Ok(FormatOutcome::Prompt(prompt)) => {
                 let prompt = match self.fit(&planned, prompt) {
                     Ok(prompt) => prompt,
-                    Err(too_long) => return fail(&mut sink, &too_long_text(&too_long)).await,
+                    Err(too_long) => return fail(&mut sink, Notice::TooLong(too_long)).await,
                 };
                 let seen = seen_user_turn(&job.message.text, &prompt, planned.opens_window);
-                let answer = Answer::new(&pipeline, &job.message, &prompt, seen);
+                let answer = self.answer_to(&pipeline, &job.message, &context, &prompt, seen);
                 self.generate(&mut sink, &answer, cancel).await
             }
         }
@@ -198,45 +195,42 @@ impl<R: Replies> ChatService<R> {
     }
 
     /// A reminder: its announcement through the shapers, as if a formatter had answered.
-    async fn remind(&self, sink: &mut JobSink<R::Sink>, message: &NewJob) -> Ending {
+    async fn remind(&self, sink: &mut JobSink, message: &NewJob, context: &ChatContext) -> Ending {
         let prompt = Prompt {
             model: self.llm_config.primary.model.clone(),
             messages: vec![ChatMessage::new(Role::User, message.text.clone())],
             options: self.llm_config.options.clone(),
         };
         let pipeline = self.pipeline();
-        let answer = Answer::new(&pipeline, message, &prompt, message.text.clone());
+        let answer = self.answer_to(&pipeline, message, context, &prompt, message.text.clone());
         match answer.shape(Reply::plain(String::new()), true).await {
-            Err(e) => fail(sink, &stage_failure_text(&e)).await,
+            Err(e) => fail(sink, Notice::StageFailed(e)).await,
             Ok(shaped) => deliver(sink, &shaped, None).await,
         }
     }
 
     /// The job was started `MAX_ATTEMPTS` times and never finished: each time the process
     /// died on it. Tell its user and the admins once, and drop it.
-    async fn give_up(&self, sink: &mut JobSink<R::Sink>, job: &PendingJob) -> Ending {
+    async fn give_up(&self, sink: &mut JobSink, job: &PendingJob) -> Ending {
         tracing::error!(
             attempts = job.attempts,
             "giving up on a message: the bot stopped while answering it {} times",
             job.attempts
         );
-        let what = match (job.message.kind, job.message.context.scheduled) {
-            (JobKind::Message { message_id }, _) => format!("message {message_id}"),
-            (_, Some(run)) => format!("scheduled task {}", run.task_id),
-            (_, None) => "a scheduled task".to_owned(),
+        let given_up = match (job.message.kind, job.message.origin.scheduled) {
+            (JobKind::Message { message_id }, _) => GivenUpJob::Message { message_id },
+            (_, Some(run)) => GivenUpJob::Task {
+                task_id: run.task_id,
+            },
+            (_, None) => GivenUpJob::UnknownTask,
         };
-        self.tell_admins(&format!(
-            "⚠️ Gave up on a message in chat {} ({what}): the bot stopped while answering \
-             it {} times in a row. The log of those runs says why.",
-            job.message.chat_id, job.attempts
-        ))
+        self.tell_admins(&AdminNotice::GaveUp {
+            chat_id: job.message.chat_id,
+            job: given_up,
+            attempts: job.attempts,
+        })
         .await;
-        let told = sink
-            .notice(
-                "⚠️ Sorry, your message could not be processed: the bot stopped while \
-                 answering it, several times. The bot's owner has been told.",
-            )
-            .await;
+        let told = sink.notice(&Notice::GivenUp).await;
         if let Err(e) = told {
             tracing::warn!("cannot tell the user their message was given up: {e:#}");
         }
@@ -248,12 +242,12 @@ impl<R: Replies> ChatService<R> {
     /// not fit beside it — and the message.
     async fn prompt_for(&self, message: &NewJob) -> Result<Planned, Unplanned> {
         let chat_id = message.chat_id;
-        let model = self.model(chat_id).await?;
+        let model = self.preferences.model(chat_id).await?;
         let budget = self.contexts.budget(&*self.llm, &model).await;
-        let mut history = self.db(move |s| s.history_window(chat_id)).await?;
+        let mut history = self.history.window(chat_id).await?;
         let new = ChatMessage::new(Role::User, message.text.clone());
         let fixed = budget.prompt_tokens(std::slice::from_ref(&new)) + budget.overhead;
-        let cost = |m: &crate::store::StoredMessage| budget.message_tokens(&m.message);
+        let cost = |m: &StoredMessage| budget.message_tokens(&m.message);
         if let Plan::Cut { first_id } = window::plan(&history, cost, fixed, budget.window)? {
             let dropped = history.iter().take_while(|m| m.id < first_id).count();
             tracing::info!(
@@ -261,8 +255,7 @@ impl<R: Replies> ChatService<R> {
                 kept = history.len() - dropped,
                 "history window cut: the model reads what it keeps once more"
             );
-            self.db(move |s| s.cut_history_window(chat_id, first_id))
-                .await?;
+            self.history.cut_window(chat_id, first_id).await?;
             history.drain(..dropped);
         }
         let mut messages: Vec<ChatMessage> = history.into_iter().map(|m| m.message).collect();
@@ -286,7 +279,7 @@ impl<R: Replies> ChatService<R> {
     /// Streams the LLM's answer, shaping paced partials, then the final text.
     async fn generate(
         &self,
-        sink: &mut JobSink<R::Sink>,
+        sink: &mut JobSink,
         answer: &Answer<'_>,
         cancel: &CancellationToken,
     ) -> Ending {
@@ -297,7 +290,7 @@ impl<R: Replies> ChatService<R> {
         };
         let mut stream = match stream {
             Ok(stream) => stream,
-            Err(e) => return fail(sink, &llm_failure_text(&e)).await,
+            Err(e) => return fail(sink, Notice::LlmFailed(e)).await,
         };
         let interval = self.config.edit_interval;
         let mut text = String::new();
@@ -324,8 +317,17 @@ impl<R: Replies> ChatService<R> {
                 }
             };
             match event {
-                Some(Ok(ReplyEvent::Notice(note))) => {
+                Some(Ok(ReplyEvent::FellBack {
+                    unavailable,
+                    model,
+                    server,
+                })) => {
                     fell_back = true;
+                    let note = Notice::FellBack {
+                        unavailable,
+                        model,
+                        server,
+                    };
                     sink.aside(&note).await;
                 }
                 Some(Ok(ReplyEvent::Delta(delta))) => {
@@ -378,12 +380,14 @@ impl<R: Replies> ChatService<R> {
                         "generated"
                     );
                     let shaped = match answer.shape(Reply::plain(text.clone()), true).await {
-                        Err(e) => return fail(sink, &stage_failure_text(&e)).await,
+                        Err(e) => return fail(sink, Notice::StageFailed(e)).await,
                         Ok(shaped) => shaped,
                     };
                     let ending = deliver(sink, &shaped, answer.turn(text)).await;
                     if stats.cut_off && matches!(ending, Ending::Completed(..)) {
-                        sink.aside(CUT_OFF).await;
+                        let num_predict_set =
+                            self.llm_config.options.num_predict.is_some_and(|n| n > 0);
+                        sink.aside(&Notice::CutOff { num_predict_set }).await;
                     }
                     return ending;
                 }
@@ -393,7 +397,7 @@ impl<R: Replies> ChatService<R> {
                         _ => LlmError::Protocol("the answer ended early".into()),
                     };
                     tracing::warn!("generation failed: {error}");
-                    let notice = llm_failure_text(&error);
+                    let notice = Notice::LlmFailed(error);
                     return self
                         .partial_then_notice(sink, answer, text, &notice, MessageOutcome::Failed)
                         .await;
@@ -403,28 +407,29 @@ impl<R: Replies> ChatService<R> {
     }
 
     /// `/stop` delivers what was generated so far; shutdown leaves the job pending.
-    async fn cancelled(
-        &self,
-        sink: &mut JobSink<R::Sink>,
-        answer: &Answer<'_>,
-        text: String,
-    ) -> Ending {
+    async fn cancelled(&self, sink: &mut JobSink, answer: &Answer<'_>, text: String) -> Ending {
         if self.shutting_down() {
             tracing::info!("interrupted by shutdown; stays pending");
             return Ending::KeepPending;
         }
         tracing::info!("stopped by the user");
-        self.partial_then_notice(sink, answer, text, "⏹ Stopped.", MessageOutcome::Stopped)
-            .await
+        self.partial_then_notice(
+            sink,
+            answer,
+            text,
+            &Notice::Stopped,
+            MessageOutcome::Stopped,
+        )
+        .await
     }
 
     /// Delivers `text` so far (if any) as a final reply, then `notice`.
     async fn partial_then_notice(
         &self,
-        sink: &mut JobSink<R::Sink>,
+        sink: &mut JobSink,
         answer: &Answer<'_>,
         text: String,
-        notice: &str,
+        notice: &Notice,
         outcome: MessageOutcome,
     ) -> Ending {
         let something = !text.trim().is_empty();
@@ -447,25 +452,20 @@ impl<R: Replies> ChatService<R> {
     }
 
     /// Records how job `job_id` (a firing of `task_id`, if any) ended.
-    async fn end(&self, job_id: i64, task_id: Option<i64>, ending: Ending) {
+    async fn end(&self, job_id: JobId, task_id: Option<TaskId>, ending: Ending) {
         let outcome = match &ending {
             Ending::Completed(_, outcome) => *outcome,
             Ending::KeepPending => MessageOutcome::Interrupted,
         };
         telemetry::message(outcome);
         if let Some(task_id) = task_id {
-            telemetry::task_outcome(task_id, outcome.label());
+            telemetry::task_outcome(task_id.0, outcome.label());
         }
         let result = match ending {
             // Not a crash (a shutdown, Telegram unreachable): this attempt does not count
             // towards giving up.
-            Ending::KeepPending => self.db(move |s| s.forget_attempt(job_id)).await,
-            Ending::Completed(turn, _) => {
-                self.db(move |s| {
-                    s.complete(job_id, turn.as_ref().map(|(u, a)| (u.as_str(), a.as_str())))
-                })
-                .await
-            }
+            Ending::KeepPending => self.jobs.forget_attempt(job_id).await,
+            Ending::Completed(turn, _) => self.jobs.complete(job_id, turn).await,
         };
         if let Err(e) = result {
             tracing::error!("cannot update the job in the store: {e}");
@@ -477,16 +477,16 @@ impl<R: Replies> ChatService<R> {
 /// notice — goes out: from then on the job is ahead of no one, though it still waits for
 /// Telegram's answer and stores its turn. A user who writes right after seeing the answer
 /// is not told to wait for it.
-struct JobSink<S> {
-    sink: S,
+struct JobSink {
+    sink: Box<dyn ReplySink>,
     queue: Arc<Mutex<Queue>>,
-    chat_id: i64,
+    chat_id: ChatId,
 }
 
-impl<S: ReplySink> JobSink<S> {
+impl JobSink {
     /// A notice that is not the job's last word (the answer follows); best effort.
-    async fn aside(&mut self, text: &str) {
-        if let Err(e) = self.sink.notice(text).await {
+    async fn aside(&mut self, notice: &Notice) {
+        if let Err(e) = self.sink.notice(notice).await {
             tracing::warn!("cannot send a notice: {e:#}");
         }
     }
@@ -499,13 +499,13 @@ impl<S: ReplySink> JobSink<S> {
     }
 }
 
-impl<S: ReplySink> ReplySink for JobSink<S> {
-    fn working(&mut self) -> impl Future<Output = ()> + Send {
-        self.sink.working()
+impl JobSink {
+    async fn working(&mut self) {
+        self.sink.working().await;
     }
 
-    fn partial(&mut self, reply: &Reply) -> impl Future<Output = ()> + Send {
-        self.sink.partial(reply)
+    async fn partial(&mut self, reply: &Reply) {
+        self.sink.partial(reply).await;
     }
 
     async fn finish(&mut self, reply: &Reply) -> anyhow::Result<()> {
@@ -513,30 +513,22 @@ impl<S: ReplySink> ReplySink for JobSink<S> {
         self.sink.finish(reply).await
     }
 
-    async fn notice(&mut self, text: &str) -> anyhow::Result<()> {
+    async fn notice(&mut self, notice: &Notice) -> anyhow::Result<()> {
         self.last_word();
-        self.sink.notice(text).await
+        self.sink.notice(notice).await
     }
 }
 
-/// Told after an answer the length limit cut.
-const CUT_OFF: &str =
-    "✂️ The answer reached the length limit (OLLAMA_NUM_PREDICT) and was cut off.";
-
 /// Tells the user what went wrong; the job is done (a message that cannot be answered now
 /// is not retried behind the user's back — they are told and can send it again).
-async fn fail<S: ReplySink>(sink: &mut S, text: &str) -> Ending {
-    match sink.notice(text).await {
+async fn fail(sink: &mut JobSink, notice: Notice) -> Ending {
+    match sink.notice(&notice).await {
         Ok(()) => Ending::Completed(None, MessageOutcome::Failed),
         Err(_) => Ending::KeepPending,
     }
 }
 
-async fn deliver<S: ReplySink>(
-    sink: &mut S,
-    shaped: &Reply,
-    turn: Option<(String, String)>,
-) -> Ending {
+async fn deliver(sink: &mut JobSink, shaped: &Reply, turn: Option<Turn>) -> Ending {
     match sink.finish(shaped).await {
         Ok(()) => Ending::Completed(turn, MessageOutcome::Answered),
         Err(e) => {
@@ -596,10 +588,34 @@ fn seen_user_turn(typed: &str, prompt: &Prompt, opened_window: bool) -> String {
     start.map_or_else(|| typed.to_owned(), |at| seen[at..].to_owned())
 }
 
+impl ChatService {
+    /// The answer to `message` in `context`, to `prompt` (after the formatters).
+    fn answer_to<'a>(
+        &self,
+        pipeline: &'a Pipeline,
+        message: &NewJob,
+        context: &'a ChatContext,
+        prompt: &'a Prompt,
+        user_turn: String,
+    ) -> Answer<'a> {
+        let announcement = context.scheduled.map(|run| {
+            self.replies
+                .announcement(&message.text, &run, &context.time_zone)
+        });
+        Answer {
+            pipeline,
+            context,
+            prompt,
+            user_turn,
+            announcement,
+        }
+    }
+}
+
 /// One message's answer as it is produced: what shaping it and remembering it need.
 struct Answer<'a> {
     pipeline: &'a Pipeline,
-    message: &'a NewJob,
+    context: &'a ChatContext,
     /// What the LLM is asked (after the formatters).
     prompt: &'a Prompt,
     /// The user's turn as history keeps it.
@@ -609,72 +625,24 @@ struct Answer<'a> {
     announcement: Option<String>,
 }
 
-impl<'a> Answer<'a> {
-    fn new(
-        pipeline: &'a Pipeline,
-        message: &'a NewJob,
-        prompt: &'a Prompt,
-        user_turn: String,
-    ) -> Self {
-        let announcement = message.context.scheduled.map(|run| {
-            crate::schedule::announcement(&message.text, &run, &message.context.time_zone)
-        });
-        Self {
-            pipeline,
-            message,
-            prompt,
-            user_turn,
-            announcement,
-        }
-    }
-
+impl Answer<'_> {
     /// `reply` through the shapers (the text so far, or all of it when `done`), after the
     /// announcement if there is one.
     async fn shape(&self, mut reply: Reply, done: bool) -> Result<Reply, StageError> {
         if let Some(announcement) = &self.announcement {
-            let announcement = match reply.format {
-                TextFormat::Plain => announcement.clone(),
-                TextFormat::Html => escape_html(announcement),
-            };
-            reply.text = if reply.text.is_empty() {
-                announcement
-            } else {
-                format!("{announcement}\n\n{}", reply.text)
-            };
+            reply.prepend_line(announcement);
         }
         self.pipeline
-            .shape(&self.message.context, self.prompt, reply, done)
+            .shape(self.context, self.prompt, reply, done)
             .await
     }
 
     /// The turn to keep in history once `text` was delivered as the answer: `text` as the
     /// model wrote it, not as shaped for the chat, so the next prompt continues the cache.
-    fn turn(&self, text: String) -> Option<(String, String)> {
-        Some((self.user_turn.clone(), text))
+    fn turn(&self, text: String) -> Option<Turn> {
+        Some(Turn {
+            user: self.user_turn.clone(),
+            assistant: text,
+        })
     }
-}
-
-/// `text` safe inside Telegram HTML.
-fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-fn stage_failure_text(error: &StageError) -> String {
-    format!(
-        "⚠️ Sorry, I could not process that: {error}. The bot's owner can find details in the log."
-    )
-}
-
-fn llm_failure_text(error: &LlmError) -> String {
-    format!("⚠️ {error}")
-}
-
-fn too_long_text(too_long: &TooLong) -> String {
-    format!(
-        "⚠️ That message is too long for the model: it takes about {} tokens, and a prompt \
-         may hold {} here (OLLAMA_NUM_CTX). Send a shorter one, or split it.",
-        too_long.needed, too_long.limit
-    )
 }

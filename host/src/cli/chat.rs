@@ -3,26 +3,33 @@
 //! end of input leaves.
 
 use std::io::Write as _;
+use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::app;
-use crate::chat::{Accepted, JobKind, NewJob, Replies, ReplySink};
+use crate::background::Background;
+use crate::chat::{Accepted, AdminNotice, JobKind, NewJob, Notice, Origin, Replies, ReplySink};
 use crate::clock;
 use crate::config::Config;
-use crate::prompt::{ChatContext, Reply, TextFormat};
+use crate::ids::{ChatId, UserId};
+use crate::prompt::{Reply, ScheduledRun, TextFormat};
 use crate::telegram::text::html_to_plain;
+use crate::telegram::{admin, messages};
+use crate::zone::Zone;
 
 /// The terminal's conversation in the history store.
-const TERMINAL_CHAT_ID: i64 = 0;
+const TERMINAL_CHAT_ID: ChatId = ChatId(0);
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (service, _reloader, _store) =
-        app::service(&config, TerminalReplies { done: done_tx }).await?;
     let shutdown = CancellationToken::new();
+    let background = Background::new(shutdown.clone());
+    let replies = Arc::new(TerminalReplies { done: done_tx });
+    let service = app::service(&config, replies, &background).await?.chat;
     let workers = tokio::spawn({
         let (service, shutdown) = (service.clone(), shutdown.clone());
         async move { service.run_workers(shutdown).await }
@@ -56,6 +63,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     shutdown.cancel();
     workers.await?;
+    background.stop(config.chat.shutdown_grace).await;
     Ok(())
 }
 
@@ -67,12 +75,11 @@ fn job(text: &str) -> NewJob {
         kind: JobKind::Message {
             message_id: (now_ms % i32::MAX as u64) as i32,
         },
-        user_id: 0,
+        user_id: UserId(0),
         text: text.to_owned(),
-        context: ChatContext {
-            chat_id: TERMINAL_CHAT_ID,
-            unix_ms: now_ms,
-            ..ChatContext::default()
+        origin: Origin {
+            sent_unix_ms: now_ms,
+            ..Origin::default()
         },
         received_unix_ms: now_ms,
     }
@@ -84,18 +91,21 @@ struct TerminalReplies {
 }
 
 impl Replies for TerminalReplies {
-    type Sink = TerminalReply;
-
-    fn open(&self, _chat_id: i64, _message_id: Option<i32>) -> TerminalReply {
-        TerminalReply {
+    fn open(&self, _chat_id: ChatId, _message_id: Option<i32>) -> Box<dyn ReplySink> {
+        Box::new(TerminalReply {
             printed: String::new(),
             done: self.done.clone(),
-        }
+        })
     }
 
-    async fn tell_admins(&self, text: &str) {
+    fn tell_admins<'a>(&'a self, notice: &'a AdminNotice) -> BoxFuture<'a, ()> {
         // The person at the terminal is the admin.
-        eprintln!("{text}");
+        eprintln!("{}", admin::notice(notice));
+        Box::pin(async {})
+    }
+
+    fn announcement(&self, text: &str, run: &ScheduledRun, zone: &Zone) -> String {
+        messages::announcement(text, run, zone)
     }
 }
 
@@ -128,20 +138,23 @@ impl TerminalReply {
 }
 
 impl ReplySink for TerminalReply {
-    async fn working(&mut self) {}
-
-    async fn partial(&mut self, reply: &Reply) {
-        self.print(reply);
+    fn working(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
     }
 
-    async fn finish(&mut self, reply: &Reply) -> anyhow::Result<()> {
+    fn partial<'a>(&'a mut self, reply: &'a Reply) -> BoxFuture<'a, ()> {
+        self.print(reply);
+        Box::pin(async {})
+    }
+
+    fn finish<'a>(&'a mut self, reply: &'a Reply) -> BoxFuture<'a, anyhow::Result<()>> {
         self.print(reply);
         println!();
-        Ok(())
+        Box::pin(async { Ok(()) })
     }
 
-    async fn notice(&mut self, text: &str) -> anyhow::Result<()> {
-        println!("{text}");
-        Ok(())
+    fn notice<'a>(&'a mut self, notice: &'a Notice) -> BoxFuture<'a, anyhow::Result<()>> {
+        println!("{}", messages::notice(notice));
+        Box::pin(async { Ok(()) })
     }
 }

@@ -9,8 +9,8 @@ use teloxide::prelude::Requester;
 use crate::app;
 use crate::config::{self, Config, ConfigError, Env};
 use crate::llm::{self, Api, BackendSettings};
-use crate::store::Store;
-use crate::telegram;
+use crate::store::Database;
+use crate::telegram::{self, messages};
 
 pub async fn run(mut env: Env) -> ExitCode {
     let config = Config::from_env(&mut env, true);
@@ -31,7 +31,13 @@ pub async fn run(mut env: Env) -> ExitCode {
         }
     }
 
-    match app::load_pipeline(&config.pipeline, None).await {
+    let database = Database::open(&config.database());
+    // The pipeline's kv stores are in the database; without it, a private one will do to
+    // check the guests.
+    let kv_database = database
+        .as_ref()
+        .map_or_else(|_| Database::in_memory(), Clone::clone);
+    match app::load_pipeline(&config.pipeline, None, &kv_database).await {
         Ok(p) => report.pass(
             "pipeline",
             &format!(
@@ -43,7 +49,7 @@ pub async fn run(mut env: Env) -> ExitCode {
         Err(e) => report.fail("pipeline", &format!("{e:#}")),
     }
 
-    match Store::open(&config.database()) {
+    match database {
         Ok(_) => report.pass("data directory", &config.database().display().to_string()),
         Err(e) => report.fail("data directory", &e.to_string()),
     }
@@ -82,7 +88,7 @@ async fn check_server(report: &mut Report, what: &str, server: &BackendSettings,
         Ok(client) => client
             .check_model(&server.model)
             .await
-            .map_err(|e| e.to_string()),
+            .map_err(|e| messages::llm_error(&e)),
         Err(e) => Err(e.to_string()),
     };
     match checked {

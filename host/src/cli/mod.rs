@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, Env, LogFormat, PipelineConfig, data_dir, default_model};
+use crate::config::{Config, Env, LogFormat, data_dir, default_model};
 use crate::pipeline::Arch;
 
 #[derive(Parser)]
@@ -129,13 +129,14 @@ pub fn main() -> ExitCode {
             };
         }
         Command::Pipeline(command) => {
-            let pipeline = PipelineConfig::from_env(&mut env);
+            let pipeline = crate::config::pipeline(&mut env);
+            let database = crate::config::database(&env);
             let model = default_model(&env);
             if let Err(code) = finish_config(env) {
                 return code;
             }
             logging::init(log_format, secrets);
-            runtime().block_on(pipeline::run(command, pipeline, &model))
+            runtime().block_on(pipeline::run(command, pipeline, &database, &model))
         }
         command @ (Command::Run | Command::Chat) => {
             let with_telegram = matches!(command, Command::Run);

@@ -4,27 +4,33 @@
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
 
 use super::PipelineCommand;
 use super::fixtures::{self, Run};
-use crate::config::PipelineConfig;
+use crate::pipeline::PipelineConfig;
 use crate::pipeline::{
     Arch, ContentHash, FormatOutcome, Manifest, PRECOMPILED_DIR, Pipeline, compile_into,
     native_compiler, precompile,
 };
 use crate::prompt::{ChatContext, ChatMessage, Prompt, Reply, Role};
+use crate::store::Database;
 
 pub async fn run(
     command: PipelineCommand,
     config: PipelineConfig,
+    database: &Path,
     model: &str,
 ) -> anyhow::Result<ExitCode> {
+    // Guests with a `kv` grant use the bot's own stores, as they would in the bot.
+    let load = async |manifest| {
+        let database = Database::open(database)?;
+        crate::app::load_pipeline(&config, manifest, &database).await
+    };
     match command {
-        PipelineCommand::Check { manifest } => check(&*load(&config, manifest).await?),
+        PipelineCommand::Check { manifest } => check(&*load(manifest).await?),
         PipelineCommand::Run {
             manifest,
             message,
@@ -35,12 +41,12 @@ pub async fn run(
                 .map(|path| fixtures::read_history(&path))
                 .transpose()?
                 .unwrap_or_default();
-            let pipeline = load(&config, manifest).await?;
+            let pipeline = load(manifest).await?;
             print_run(&simulate(&pipeline, model, history, &message, reply).await?);
             Ok(ExitCode::SUCCESS)
         }
         PipelineCommand::Test { manifest, dir } => {
-            let pipeline = load(&config, manifest).await?;
+            let pipeline = load(manifest).await?;
             let dir = dir.or_else(|| pipeline.manifest().fixtures.clone()).context(
                 "no fixture directory: pass one (`pipeline test DIR`) or set `fixtures` in the manifest",
             )?;
@@ -103,10 +109,6 @@ fn compile(target: Arch, guests: &[PathBuf]) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn load(config: &PipelineConfig, manifest: Option<PathBuf>) -> anyhow::Result<Arc<Pipeline>> {
-    crate::app::load_pipeline(config, manifest).await
-}
-
 /// One message through the pipeline, as the bot would run it, with `reply` standing in for
 /// the LLM.
 pub async fn simulate(
@@ -118,8 +120,6 @@ pub async fn simulate(
 ) -> anyhow::Result<Run> {
     let ctx = ChatContext {
         unix_ms: crate::clock::unix_ms(),
-        time_zone: String::new(),
-        scheduled: None,
         ..ChatContext::default()
     };
     let mut messages = history;

@@ -4,31 +4,15 @@
 
 use std::time::Duration;
 
-use super::{Env, Secret};
-use crate::llm::{Api, BackendSettings, FallbackSettings, Timeouts};
+use super::Env;
+use crate::llm::{Api, BackendSettings, FallbackSettings, LlmConfig, Timeouts};
 use crate::prompt::GenerationOptions;
+use crate::secret::Secret;
 
 /// Ollama's own address on the machine it runs on.
 const OLLAMA_URL: &str = "http://127.0.0.1:11434";
 /// What the Pi runs.
 const PI_MODEL: &str = "gemma2:2b";
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct LlmConfig {
-    /// `LLM_API`, `LLM_URL` (or `OLLAMA_URL`), `LLM_API_KEY`, `LLM_MODEL` (or
-    /// `OLLAMA_MODEL`): the server that answers (chats may switch model with /model).
-    pub primary: BackendSettings,
-    /// `LLM_FALLBACK_URL`, `_API`, `_MODEL`, `_API_KEY`, `_CONCURRENCY`, `LLM_PROBE_SECS`:
-    /// who answers when the primary cannot.
-    pub fallback: Option<FallbackSettings>,
-    /// `OLLAMA_*_TIMEOUT_SECS` (for every server, whatever its API).
-    pub timeouts: Timeouts,
-    /// `OLLAMA_KEEP_ALIVE`: how long Ollama keeps the model loaded after a request.
-    pub keep_alive: Option<String>,
-    /// `OLLAMA_TEMPERATURE`, `OLLAMA_TOP_P`, `OLLAMA_TOP_K`, `OLLAMA_NUM_CTX`,
-    /// `OLLAMA_NUM_PREDICT`: generation options; unset leaves the model's default.
-    pub options: GenerationOptions,
-}
 
 /// `LLM_MODEL`, else `OLLAMA_MODEL`: the model prompts name unless a chat chose another.
 pub fn default_model(env: &Env) -> String {
@@ -37,28 +21,27 @@ pub fn default_model(env: &Env) -> String {
         .unwrap_or_else(|| PI_MODEL.to_owned())
 }
 
-impl LlmConfig {
-    pub fn from_env(env: &mut Env) -> Self {
-        let api = env.parse(
-            "LLM_API",
-            Api::Ollama,
-            "ollama or openai (llama-server, vLLM, any /v1 server)",
-            |_| true,
-        );
-        let primary = BackendSettings {
-            api,
-            url: primary_url(env, api),
-            api_key: env.get("LLM_API_KEY").map(Secret::new),
-            model: default_model(env),
-        };
-        let fallback = fallback(env);
-        Self {
-            primary,
-            fallback,
-            timeouts: timeouts(env),
-            keep_alive: Some(env.string("OLLAMA_KEEP_ALIVE", "30m")),
-            options: options(env),
-        }
+/// `LLM_*` and the older `OLLAMA_*`: the model servers and generation settings.
+pub fn from_env(env: &mut Env) -> LlmConfig {
+    let api = env.parse(
+        "LLM_API",
+        Api::Ollama,
+        "ollama or openai (llama-server, vLLM, any /v1 server)",
+        |_| true,
+    );
+    let primary = BackendSettings {
+        api,
+        url: primary_url(env, api),
+        api_key: env.get("LLM_API_KEY").map(Secret::new),
+        model: default_model(env),
+    };
+    let fallback = fallback(env);
+    LlmConfig {
+        primary,
+        fallback,
+        timeouts: timeouts(env),
+        keep_alive: Some(env.string("OLLAMA_KEEP_ALIVE", "30m")),
+        options: options(env),
     }
 }
 
@@ -204,7 +187,7 @@ mod tests {
     #[test]
     fn ollama_on_the_pi_is_the_default_and_the_old_names_still_work() {
         let mut e = env(&[]);
-        let config = LlmConfig::from_env(&mut e);
+        let config = from_env(&mut e);
         e.finish().unwrap();
         assert_eq!(config.primary.api, Api::Ollama);
         assert_eq!(config.primary.url, OLLAMA_URL);
@@ -215,7 +198,7 @@ mod tests {
             ("OLLAMA_URL", "http://pi.local:11434/"),
             ("OLLAMA_MODEL", "llama3.2:1b"),
         ]);
-        let config = LlmConfig::from_env(&mut e);
+        let config = from_env(&mut e);
         assert_eq!(config.primary.url, "http://pi.local:11434");
         assert_eq!(config.primary.model, "llama3.2:1b");
         assert!(overridden(&e).is_empty());
@@ -229,7 +212,7 @@ mod tests {
             ("LLM_MODEL", "qwen2.5:3b"),
             ("OLLAMA_MODEL", "gemma2:2b"),
         ]);
-        let config = LlmConfig::from_env(&mut e);
+        let config = from_env(&mut e);
         assert_eq!(config.primary.url, "http://other:11434");
         assert_eq!(config.primary.model, "qwen2.5:3b");
         assert_eq!(overridden(&e), ["OLLAMA_URL", "OLLAMA_MODEL"]);
@@ -244,7 +227,7 @@ mod tests {
             ("LLM_MODEL", "qwen2.5-7b-instruct"),
             ("LLM_FALLBACK_URL", "http://127.0.0.1:11434"),
         ]);
-        let config = LlmConfig::from_env(&mut e);
+        let config = from_env(&mut e);
         e.finish().unwrap();
         assert_eq!(config.primary.api, Api::OpenAi);
         assert_eq!(
@@ -261,11 +244,11 @@ mod tests {
     #[test]
     fn an_openai_server_needs_its_url_and_a_known_api() {
         let mut e = env(&[("LLM_API", "openai")]);
-        LlmConfig::from_env(&mut e);
+        from_env(&mut e);
         let message = e.finish().unwrap_err().to_string();
         assert!(message.contains("LLM_URL"), "{message}");
         let mut e = env(&[("LLM_API", "anthropic")]);
-        LlmConfig::from_env(&mut e);
+        from_env(&mut e);
         let message = e.finish().unwrap_err().to_string();
         assert!(message.contains("LLM_API"), "{message}");
     }

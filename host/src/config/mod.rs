@@ -1,6 +1,7 @@
-//! Typed settings from the environment and `.env` (the real environment wins). Every
-//! problem is collected and reported at once, and no value is ever echoed back, since some
-//! are secrets.
+//! Typed settings from the environment and `.env` (the real environment wins), built into
+//! each room's own settings type (`chat::ChatConfig`, `llm::LlmConfig`, …): this module
+//! depends on the rooms, none depends on it. Every problem is collected and reported at
+//! once, and no value is ever echoed back, since some are secrets.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -9,57 +10,48 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::pipeline::StageLimits;
-use crate::schedule::Zone;
+use crate::chat::ChatConfig;
+use crate::ids::UserId;
+use crate::llm::LlmConfig;
+use crate::pipeline::{PipelineConfig, StageLimits};
+use crate::schedule::ScheduleConfig;
+use crate::secret::Secret;
 use crate::store::KEPT_MESSAGES;
+use crate::telegram::TelegramConfig;
+use crate::web::DashboardConfig;
+use crate::zone::Zone;
 
-/// Settings for the guest pipeline.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PipelineConfig {
-    /// `PIPELINE_MANIFEST`
-    pub manifest: PathBuf,
-    /// Compiled guests, by content hash: `DATA_DIR/cache`.
-    pub cache_dir: PathBuf,
-    /// The bot's database, which also holds the guests' `kv` stores: `DATA_DIR/pi-agent.db`.
-    pub database: PathBuf,
-    /// `GUEST_MEMORY_LIMIT_MIB`, `GUEST_TIMEOUT_MS`, `GUEST_MAX_OUTPUT_KIB`: limits for
-    /// stages that set none in the manifest.
-    pub default_limits: StageLimits,
-}
-
-impl PipelineConfig {
-    pub fn from_env(env: &mut Env) -> Self {
-        let defaults = StageLimits::default();
-        let max_mib = (crate::pipeline::MAX_GUEST_MEMORY >> 20) as u64;
-        let memory_mib = env.parse(
-            "GUEST_MEMORY_LIMIT_MIB",
-            defaults.memory_mib(),
-            &format!("a whole number of MiB from 1 to {max_mib}, e.g. 64"),
-            |v| (1..=max_mib).contains(v),
-        );
-        let timeout_ms = env.parse(
-            "GUEST_TIMEOUT_MS",
-            defaults.timeout.as_millis() as u64,
-            "milliseconds, e.g. 1000",
-            |v| *v > 0,
-        );
-        let output_kib = env.parse(
-            "GUEST_MAX_OUTPUT_KIB",
-            (defaults.max_output_bytes / 1024) as u64,
-            "a whole number of KiB, e.g. 1024",
-            |v| *v > 0,
-        );
-        Self {
-            manifest: env.path("PIPELINE_MANIFEST", "pipeline.toml"),
-            cache_dir: data_dir(env).join("cache"),
-            database: data_dir(env).join("pi-agent.db"),
-            default_limits: StageLimits {
-                memory_bytes: memory_mib.saturating_mul(1 << 20),
-                timeout: Duration::from_millis(timeout_ms),
-                max_output_bytes: usize::try_from(output_kib.saturating_mul(1024))
-                    .unwrap_or(usize::MAX),
-            },
-        }
+/// `PIPELINE_MANIFEST`, `DATA_DIR`, `GUEST_*`: the guest pipeline's settings.
+pub fn pipeline(env: &mut Env) -> PipelineConfig {
+    let defaults = StageLimits::default();
+    let max_mib = (crate::pipeline::MAX_GUEST_MEMORY >> 20) as u64;
+    let memory_mib = env.parse(
+        "GUEST_MEMORY_LIMIT_MIB",
+        defaults.memory_mib(),
+        &format!("a whole number of MiB from 1 to {max_mib}, e.g. 64"),
+        |v| (1..=max_mib).contains(v),
+    );
+    let timeout_ms = env.parse(
+        "GUEST_TIMEOUT_MS",
+        defaults.timeout.as_millis() as u64,
+        "milliseconds, e.g. 1000",
+        |v| *v > 0,
+    );
+    let output_kib = env.parse(
+        "GUEST_MAX_OUTPUT_KIB",
+        (defaults.max_output_bytes / 1024) as u64,
+        "a whole number of KiB, e.g. 1024",
+        |v| *v > 0,
+    );
+    PipelineConfig {
+        manifest: env.path("PIPELINE_MANIFEST", "pipeline.toml"),
+        cache_dir: data_dir(env).join("cache"),
+        default_limits: StageLimits {
+            memory_bytes: memory_mib.saturating_mul(1 << 20),
+            timeout: Duration::from_millis(timeout_ms),
+            max_output_bytes: usize::try_from(output_kib.saturating_mul(1024))
+                .unwrap_or(usize::MAX),
+        },
     }
 }
 
@@ -68,85 +60,49 @@ pub fn data_dir(env: &Env) -> PathBuf {
     env.path("DATA_DIR", "data")
 }
 
+/// The database file in `DATA_DIR` (the pipeline's `kv` stores live there too).
+pub fn database(env: &Env) -> PathBuf {
+    data_dir(env).join(DATABASE_FILE)
+}
+
+const DATABASE_FILE: &str = "pi-agent.db";
+
 pub mod llm;
 
-pub use llm::{LlmConfig, default_model};
+pub use llm::default_model;
 
-/// A token (the bot's, the dashboard's): never printed, not even by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
-
-/// Settings for the Telegram side.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TelegramConfig {
-    /// `TELEGRAM_BOT_TOKEN` (required)
-    pub token: Secret,
-    /// `TELEGRAM_API_URL`: the Bot API server (the official one, or a self-hosted one).
-    pub api_url: reqwest::Url,
-    /// `TELEGRAM_ALLOWED_USERS`: who may talk to the LLM (admins always may).
-    pub allowed_users: BTreeSet<i64>,
-    /// `TELEGRAM_ADMIN_USERS`: who may use admin commands.
-    pub admin_users: BTreeSet<i64>,
-}
-
-impl TelegramConfig {
-    /// Reads the Telegram settings; the token is a problem when missing only if `required`.
-    pub fn from_env(env: &mut Env, required: bool) -> Self {
-        let token = match env.get("TELEGRAM_BOT_TOKEN") {
-            Some(token) if looks_like_bot_token(&token) => token,
-            Some(_) => {
+/// `TELEGRAM_*`; the token is a problem when missing only if `required`.
+pub fn telegram(env: &mut Env, required: bool) -> TelegramConfig {
+    let token = match env.get("TELEGRAM_BOT_TOKEN") {
+        Some(token) if looks_like_bot_token(&token) => token,
+        Some(_) => {
+            env.problem(
+                "TELEGRAM_BOT_TOKEN",
+                "the token @BotFather gave you, like 123456789:AAE…",
+            );
+            String::new()
+        }
+        None => {
+            if required {
                 env.problem(
                     "TELEGRAM_BOT_TOKEN",
-                    "the token @BotFather gave you, like 123456789:AAE…",
+                    "the token @BotFather gave you (required to run the bot)",
                 );
-                String::new()
             }
-            None => {
-                if required {
-                    env.problem(
-                        "TELEGRAM_BOT_TOKEN",
-                        "the token @BotFather gave you (required to run the bot)",
-                    );
-                }
-                String::new()
-            }
-        };
-        let api_url = env.parse(
-            "TELEGRAM_API_URL",
-            default_api_url(),
-            "an http(s) URL, e.g. https://api.telegram.org",
-            |u: &reqwest::Url| matches!(u.scheme(), "http" | "https"),
-        );
-        Self {
-            token: Secret(token),
-            api_url,
-            allowed_users: env.user_ids("TELEGRAM_ALLOWED_USERS"),
-            admin_users: env.user_ids("TELEGRAM_ADMIN_USERS"),
+            String::new()
         }
-    }
-
-    pub fn is_admin(&self, user_id: i64) -> bool {
-        self.admin_users.contains(&user_id)
-    }
-
-    pub fn is_allowed(&self, user_id: i64) -> bool {
-        self.allowed_users.contains(&user_id) || self.is_admin(user_id)
+    };
+    let api_url = env.parse(
+        "TELEGRAM_API_URL",
+        default_api_url(),
+        "an http(s) URL, e.g. https://api.telegram.org",
+        |u: &reqwest::Url| matches!(u.scheme(), "http" | "https"),
+    );
+    TelegramConfig {
+        token: Secret::new(token),
+        api_url,
+        allowed_users: env.user_ids("TELEGRAM_ALLOWED_USERS"),
+        admin_users: env.user_ids("TELEGRAM_ADMIN_USERS"),
     }
 }
 
@@ -167,150 +123,107 @@ fn looks_like_bot_token(token: &str) -> bool {
     })
 }
 
-/// Settings for the conversation service.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChatConfig {
-    /// `HISTORY_MESSAGES`: earlier messages of a chat a prompt holds at most (besides the
-    /// model's context, which usually decides); the window is cut in blocks.
-    pub history_messages: usize,
-    /// `QUEUE_CAPACITY`: messages waiting at most; more are politely refused.
-    pub queue_capacity: usize,
-    /// `LLM_CONCURRENCY`: generations at once (a Pi runs one).
-    pub llm_concurrency: usize,
-    /// `SHUTDOWN_GRACE_SECS`: how long running generations may finish on shutdown.
-    pub shutdown_grace: Duration,
-    /// `STREAM_EDIT_INTERVAL_MS`: pause between updates of a streaming reply (Telegram
-    /// allows about one edit per second per chat).
-    pub edit_interval: Duration,
-    /// `TIMEZONE`: the IANA time zone of chats that did not choose one with `/timezone`.
-    pub time_zone: String,
-}
-
-impl ChatConfig {
-    pub fn from_env(env: &mut Env) -> Self {
-        Self {
-            // More than the store keeps would silently be fewer.
-            history_messages: env.parse(
-                "HISTORY_MESSAGES",
-                KEPT_MESSAGES,
-                &format!("a whole number up to {KEPT_MESSAGES}, e.g. 60"),
-                |v: &usize| *v <= KEPT_MESSAGES,
-            ),
-            queue_capacity: env.parse(
-                "QUEUE_CAPACITY",
-                32,
-                "a whole number > 0, e.g. 32",
-                |v: &usize| *v > 0,
-            ),
-            llm_concurrency: env.parse(
-                "LLM_CONCURRENCY",
-                1,
-                "a whole number > 0 (1 on a Pi)",
-                |v: &usize| *v > 0,
-            ),
-            shutdown_grace: Duration::from_secs(env.parse(
-                "SHUTDOWN_GRACE_SECS",
-                20,
-                "whole seconds, e.g. 20",
-                |_: &u64| true,
-            )),
-            edit_interval: Duration::from_millis(env.parse(
-                "STREAM_EDIT_INTERVAL_MS",
-                1000,
-                "milliseconds ≥ 100, e.g. 1000",
-                |v: &u64| *v >= 100,
-            )),
-            time_zone: env
-                .parse(
-                    "TIMEZONE",
-                    Zone::utc(),
-                    "an IANA time zone name, e.g. Europe/Madrid, America/New_York or UTC",
-                    |_| true,
-                )
-                .name()
-                .to_owned(),
-        }
+/// `HISTORY_MESSAGES`, `QUEUE_CAPACITY`, `LLM_CONCURRENCY`, … : the chat service's settings.
+pub fn chat(env: &mut Env) -> ChatConfig {
+    ChatConfig {
+        // More than the store keeps would silently be fewer.
+        history_messages: env.parse(
+            "HISTORY_MESSAGES",
+            KEPT_MESSAGES,
+            &format!("a whole number up to {KEPT_MESSAGES}, e.g. 60"),
+            |v: &usize| *v <= KEPT_MESSAGES,
+        ),
+        queue_capacity: env.parse(
+            "QUEUE_CAPACITY",
+            32,
+            "a whole number > 0, e.g. 32",
+            |v: &usize| *v > 0,
+        ),
+        llm_concurrency: env.parse(
+            "LLM_CONCURRENCY",
+            1,
+            "a whole number > 0 (1 on a Pi)",
+            |v: &usize| *v > 0,
+        ),
+        shutdown_grace: Duration::from_secs(env.parse(
+            "SHUTDOWN_GRACE_SECS",
+            20,
+            "whole seconds, e.g. 20",
+            |_: &u64| true,
+        )),
+        edit_interval: Duration::from_millis(env.parse(
+            "STREAM_EDIT_INTERVAL_MS",
+            1000,
+            "milliseconds ≥ 100, e.g. 1000",
+            |v: &u64| *v >= 100,
+        )),
+        time_zone: env.parse(
+            "TIMEZONE",
+            Zone::utc(),
+            "an IANA time zone name, e.g. Europe/Madrid, America/New_York or UTC",
+            |_| true,
+        ),
     }
-}
-
-/// Settings for the web dashboard and `/metrics`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DashboardConfig {
-    /// `DASHBOARD_ADDR` (default `127.0.0.1:8080`; set to empty or `off`: no dashboard).
-    pub addr: Option<SocketAddr>,
-    /// `DASHBOARD_TOKEN`: the login, and the bearer token for `/metrics`. Without one, the
-    /// dashboard is open to whoever can reach the address, which must then be loopback.
-    pub token: Option<Secret>,
 }
 
 /// A dashboard token shorter than this is refused: it could be guessed.
 pub const MIN_DASHBOARD_TOKEN: usize = 16;
 
-impl DashboardConfig {
-    pub fn from_env(env: &mut Env) -> Self {
-        let addr = if env.is_blank("DASHBOARD_ADDR")
-            || env
-                .get("DASHBOARD_ADDR")
-                .is_some_and(|v| v.eq_ignore_ascii_case("off"))
-        {
-            None
-        } else {
-            Some(env.parse(
-                "DASHBOARD_ADDR",
-                SocketAddr::from(([127, 0, 0, 1], 8080)),
-                "an IP address and port, e.g. 127.0.0.1:8080, or your tailnet IP such as \
+/// `DASHBOARD_ADDR`, `DASHBOARD_TOKEN`.
+pub fn dashboard(env: &mut Env) -> DashboardConfig {
+    let addr = if env.is_blank("DASHBOARD_ADDR")
+        || env
+            .get("DASHBOARD_ADDR")
+            .is_some_and(|v| v.eq_ignore_ascii_case("off"))
+    {
+        None
+    } else {
+        Some(env.parse(
+            "DASHBOARD_ADDR",
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+            "an IP address and port, e.g. 127.0.0.1:8080, or your tailnet IP such as \
                  100.101.102.103:8080 (empty or `off`: no dashboard)",
-                |_| true,
-            ))
-        };
-        let token = env.get("DASHBOARD_TOKEN").map(Secret);
-        if token
-            .as_ref()
-            .is_some_and(|t| t.expose().chars().count() < MIN_DASHBOARD_TOKEN)
-        {
-            env.problem(
+            |_| true,
+        ))
+    };
+    let token = env.get("DASHBOARD_TOKEN").map(Secret::new);
+    if token
+        .as_ref()
+        .is_some_and(|t| t.expose().chars().count() < MIN_DASHBOARD_TOKEN)
+    {
+        env.problem(
                 "DASHBOARD_TOKEN",
                 format!(
                     "at least {MIN_DASHBOARD_TOKEN} characters (e.g. the output of `openssl rand -hex 24`)"
                 ),
             );
-        }
-        if let Some(addr) = addr
-            && !addr.ip().is_loopback()
-            && token.is_none()
-        {
-            env.problem(
-                "DASHBOARD_TOKEN",
-                format!(
-                    "a token (e.g. `openssl rand -hex 24`): DASHBOARD_ADDR={addr} is reachable \
+    }
+    if let Some(addr) = addr
+        && !addr.ip().is_loopback()
+        && token.is_none()
+    {
+        env.problem(
+            "DASHBOARD_TOKEN",
+            format!(
+                "a token (e.g. `openssl rand -hex 24`): DASHBOARD_ADDR={addr} is reachable \
                      from other machines, and the dashboard is only served off loopback with \
                      a login (or set DASHBOARD_ADDR=127.0.0.1:8080 and use `tailscale serve`)"
-                ),
-            );
-        }
-        Self { addr, token }
-    }
-}
-
-/// Settings for scheduled tasks.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScheduleConfig {
-    /// `MISSED_TASK_GRACE`: a task that came due while the bot was not running fires late at
-    /// start if it is younger than this; an older one is skipped and its chat told.
-    pub missed_grace: Duration,
-}
-
-impl ScheduleConfig {
-    pub fn from_env(env: &mut Env) -> Self {
-        let grace: GraceDuration = env.parse(
-            "MISSED_TASK_GRACE",
-            GraceDuration(Duration::from_secs(6 * 60 * 60)),
-            "a duration such as 90m, 6h or 1d, or whole seconds",
-            |_| true,
+            ),
         );
-        Self {
-            missed_grace: grace.0,
-        }
+    }
+    DashboardConfig { addr, token }
+}
+
+/// `MISSED_TASK_GRACE`.
+pub fn schedule(env: &mut Env) -> ScheduleConfig {
+    let grace: GraceDuration = env.parse(
+        "MISSED_TASK_GRACE",
+        GraceDuration(Duration::from_secs(6 * 60 * 60)),
+        "a duration such as 90m, 6h or 1d, or whole seconds",
+        |_| true,
+    );
+    ScheduleConfig {
+        missed_grace: grace.0,
     }
 }
 
@@ -376,19 +289,19 @@ impl Config {
     pub fn from_env(env: &mut Env, with_telegram: bool) -> Self {
         let data_dir = data_dir(env);
         Self {
-            telegram: TelegramConfig::from_env(env, with_telegram),
-            llm: LlmConfig::from_env(env),
-            chat: ChatConfig::from_env(env),
-            pipeline: PipelineConfig::from_env(env),
-            schedule: ScheduleConfig::from_env(env),
-            dashboard: DashboardConfig::from_env(env),
+            telegram: telegram(env, with_telegram),
+            llm: llm::from_env(env),
+            chat: chat(env),
+            pipeline: pipeline(env),
+            schedule: schedule(env),
+            dashboard: dashboard(env),
             data_dir,
         }
     }
 
     /// The database file (the pipeline's `kv` stores live there too).
     pub fn database(&self) -> PathBuf {
-        self.pipeline.database.clone()
+        self.data_dir.join(DATABASE_FILE)
     }
 }
 
@@ -500,15 +413,15 @@ impl Env {
     }
 
     /// A comma-separated list of numeric Telegram user ids.
-    pub fn user_ids(&mut self, name: &'static str) -> BTreeSet<i64> {
+    pub fn user_ids(&mut self, name: &'static str) -> BTreeSet<UserId> {
         let Some(text) = self.get(name) else {
             return BTreeSet::new();
         };
-        let ids: Result<BTreeSet<i64>, _> = text
+        let ids: Result<BTreeSet<UserId>, _> = text
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(str::parse)
+            .map(|id| id.parse().map(UserId))
             .collect();
         ids.unwrap_or_else(|_| {
             self.problem(name, "comma-separated numeric user ids, e.g. 12345678,87654321 (send /start to the bot to see yours)");
@@ -550,7 +463,7 @@ pub(crate) mod tests {
     #[test]
     fn defaults_apply_when_unset() {
         let mut e = env(&[]);
-        let config = PipelineConfig::from_env(&mut e);
+        let config = pipeline(&mut e);
         e.finish().unwrap();
         assert_eq!(config.manifest, PathBuf::from("pipeline.toml"));
         assert_eq!(config.cache_dir, PathBuf::from("data/cache"));
@@ -564,7 +477,7 @@ pub(crate) mod tests {
             ("GUEST_TIMEOUT_MS", "0"),
             ("GUEST_MAX_OUTPUT_KIB", "secret-ish"),
         ]);
-        PipelineConfig::from_env(&mut e);
+        pipeline(&mut e);
         let message = e.finish().unwrap_err().to_string();
         for name in [
             "GUEST_MEMORY_LIMIT_MIB",
@@ -582,19 +495,19 @@ pub(crate) mod tests {
     #[test]
     fn the_dashboard_is_on_loopback_by_default_and_needs_a_token_elsewhere() {
         let mut e = env(&[]);
-        let config = DashboardConfig::from_env(&mut e);
+        let config = dashboard(&mut e);
         e.finish().unwrap();
         assert_eq!(config.addr, Some(SocketAddr::from(([127, 0, 0, 1], 8080))));
         assert_eq!(config.token, None);
 
         for off in ["", "off"] {
             let mut e = env(&[("DASHBOARD_ADDR", off)]);
-            assert_eq!(DashboardConfig::from_env(&mut e).addr, None, "{off:?}");
+            assert_eq!(dashboard(&mut e).addr, None, "{off:?}");
             e.finish().unwrap();
         }
 
         let mut e = env(&[("DASHBOARD_ADDR", "100.101.102.103:8080")]);
-        DashboardConfig::from_env(&mut e);
+        dashboard(&mut e);
         let message = e.finish().unwrap_err().to_string();
         assert!(message.contains("DASHBOARD_TOKEN"), "{message}");
         assert!(
@@ -607,12 +520,12 @@ pub(crate) mod tests {
             ("DASHBOARD_ADDR", "0.0.0.0:9000"),
             ("DASHBOARD_TOKEN", token),
         ]);
-        let config = DashboardConfig::from_env(&mut e);
+        let config = dashboard(&mut e);
         e.finish().unwrap();
         assert_eq!(config.token.unwrap().expose(), token);
 
         let mut e = env(&[("DASHBOARD_TOKEN", "short")]);
-        DashboardConfig::from_env(&mut e);
+        dashboard(&mut e);
         let message = e.finish().unwrap_err().to_string();
         assert!(
             message.contains("at least 16 characters") && !message.contains("short"),
@@ -629,18 +542,15 @@ pub(crate) mod tests {
             ("3600", 3600),
         ] {
             let mut e = env(&[("MISSED_TASK_GRACE", text)]);
-            let config = ScheduleConfig::from_env(&mut e);
+            let config = schedule(&mut e);
             e.finish().unwrap();
             assert_eq!(config.missed_grace, Duration::from_secs(seconds), "{text}");
         }
         let mut e = env(&[]);
-        assert_eq!(
-            ScheduleConfig::from_env(&mut e).missed_grace,
-            Duration::from_secs(6 * 3600)
-        );
+        assert_eq!(schedule(&mut e).missed_grace, Duration::from_secs(6 * 3600));
         let mut e = env(&[("MISSED_TASK_GRACE", "soon"), ("TIMEZONE", "Mars/Olympus")]);
-        ScheduleConfig::from_env(&mut e);
-        ChatConfig::from_env(&mut e);
+        schedule(&mut e);
+        chat(&mut e);
         let message = e.finish().unwrap_err().to_string();
         assert!(
             message.contains("MISSED_TASK_GRACE: expected a duration"),
@@ -651,16 +561,16 @@ pub(crate) mod tests {
             "{message}"
         );
         let mut e = env(&[("TIMEZONE", "europe/madrid")]);
-        assert_eq!(ChatConfig::from_env(&mut e).time_zone, "Europe/Madrid");
+        assert_eq!(chat(&mut e).time_zone.name(), "Europe/Madrid");
     }
 
     #[test]
     fn history_sent_is_at_most_what_the_store_keeps() {
         let mut e = env(&[("HISTORY_MESSAGES", "200")]);
-        assert_eq!(ChatConfig::from_env(&mut e).history_messages, KEPT_MESSAGES);
+        assert_eq!(chat(&mut e).history_messages, KEPT_MESSAGES);
         e.finish().unwrap();
         let mut e = env(&[("HISTORY_MESSAGES", "201")]);
-        ChatConfig::from_env(&mut e);
+        chat(&mut e);
         let message = e.finish().unwrap_err().to_string();
         assert!(
             message.contains("HISTORY_MESSAGES: expected a whole number up to 200"),

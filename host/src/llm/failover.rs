@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use super::{
     FallbackSettings, LlmBackend, LlmError, ModelInfo, ReplyEvent, ReplyStream, RunningModel,
 };
+use crate::background::Background;
 use crate::prompt::Prompt;
 
 /// Failures in a row (before a first token) after which the primary is left alone.
@@ -33,6 +34,8 @@ struct Inner {
     fallback_slots: Arc<Semaphore>,
     probe_every: Duration,
     breaker: Mutex<Breaker>,
+    /// Where the probe runs, stopped with the bot.
+    background: Background,
 }
 
 /// Whether the primary is tried.
@@ -49,6 +52,7 @@ impl Failover {
         primary: Arc<dyn LlmBackend>,
         fallback: Arc<dyn LlmBackend>,
         settings: &FallbackSettings,
+        background: Background,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -58,6 +62,7 @@ impl Failover {
                 fallback_slots: Arc::new(Semaphore::new(settings.concurrency)),
                 probe_every: settings.probe_every,
                 breaker: Mutex::new(Breaker::Closed { failures: 0 }),
+                background,
             }),
         }
     }
@@ -105,7 +110,7 @@ impl Inner {
                 "{} is left alone until a probe finds it back",
                 self.primary.serving()
             );
-            tokio::spawn(self.clone().probe());
+            self.background.spawn_until_shutdown(self.clone().probe());
         }
     }
 
@@ -139,21 +144,18 @@ impl Inner {
         let mut prompt = prompt.clone();
         prompt.model.clone_from(&self.fallback_model);
         let answer = self.fallback.chat(&prompt).await?;
-        let note = format!(
-            "ℹ️ {} is unavailable — answering with {} on {}.",
-            capitalised(&self.primary.serving()),
-            self.fallback_model,
-            self.fallback.serving()
-        );
+        let note = ReplyEvent::FellBack {
+            unavailable: self.primary.serving(),
+            model: self.fallback_model.clone(),
+            server: self.fallback.serving(),
+        };
         crate::telemetry::fell_back();
         // The slot is held as long as the answer is read.
         let answer = answer.map(move |event| {
             let _held = &slot;
             event
         });
-        Ok(stream::once(async { Ok(ReplyEvent::Notice(note)) })
-            .chain(answer)
-            .boxed())
+        Ok(stream::once(async { Ok(note) }).chain(answer).boxed())
     }
 
     /// The primary's answer, passed on once it produced text; if it fails before that,
@@ -184,7 +186,7 @@ impl Inner {
                         }
                     }
                     Some(Ok(event)) => {
-                        let next = if matches!(event, ReplyEvent::Notice(_)) {
+                        let next = if matches!(event, ReplyEvent::FellBack { .. }) {
                             State::Primary(answer)
                         } else {
                             inner.primary_answered();
@@ -285,85 +287,19 @@ fn capitalised(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
-
     use super::*;
-    use crate::llm::{Api, BackendSettings, GenerationStats};
+    use crate::llm::scripted::{Answer, ScriptedLlm};
+    use crate::llm::{Api, BackendSettings};
 
-    /// A scripted answer: refused, or these events.
-    type Answer = Result<Vec<Result<ReplyEvent, LlmError>>, LlmError>;
-
-    /// Answers each chat with the next of its scripted answers.
-    struct Scripted {
-        name: &'static str,
-        answers: Mutex<VecDeque<Answer>>,
-        models: Mutex<Vec<String>>,
-        asked: Mutex<Vec<String>>,
-        /// The context the server says it has (`None`: it takes what is requested).
-        context: Mutex<Option<u32>>,
+    /// A scripted server that lists no model: down, for the probe.
+    fn scripted(name: &str) -> Arc<ScriptedLlm> {
+        let server = ScriptedLlm::new(name, Duration::from_millis(10));
+        server.set_models(None);
+        Arc::new(server)
     }
 
-    impl Scripted {
-        fn new(name: &'static str) -> Arc<Self> {
-            Arc::new(Self {
-                name,
-                answers: Mutex::default(),
-                models: Mutex::default(),
-                asked: Mutex::default(),
-                context: Mutex::default(),
-            })
-        }
-
-        fn answer(&self, answer: Answer) {
-            self.answers.lock().unwrap().push_back(answer);
-        }
-    }
-
-    impl LlmBackend for Scripted {
-        fn chat(&self, prompt: &Prompt) -> BoxFuture<'_, Result<ReplyStream, LlmError>> {
-            self.asked.lock().unwrap().push(prompt.model.clone());
-            let answer = self.answers.lock().unwrap().pop_front().expect("scripted");
-            Box::pin(async move { answer.map(|events| stream::iter(events).boxed()) })
-        }
-
-        fn list_models(&self) -> BoxFuture<'_, Result<Vec<ModelInfo>, LlmError>> {
-            let models = self.models.lock().unwrap().clone();
-            Box::pin(async move {
-                if models.is_empty() {
-                    return Err(down());
-                }
-                Ok(models
-                    .into_iter()
-                    .map(|name| ModelInfo {
-                        name,
-                        size_bytes: 0,
-                        parameter_size: None,
-                        quantization_level: None,
-                    })
-                    .collect())
-            })
-        }
-
-        fn running_models(&self) -> BoxFuture<'_, Result<Vec<RunningModel>, LlmError>> {
-            Box::pin(async { Ok(Vec::new()) })
-        }
-
-        fn context_length<'a>(
-            &'a self,
-            _model: &'a str,
-            requested: Option<u32>,
-        ) -> BoxFuture<'a, Result<u32, LlmError>> {
-            let length = self.context.lock().unwrap().or(requested);
-            Box::pin(async move { length.ok_or_else(down) })
-        }
-
-        fn check_model<'a>(&'a self, _model: &'a str) -> BoxFuture<'a, Result<(), LlmError>> {
-            Box::pin(async { Ok(()) })
-        }
-
-        fn serving(&self) -> String {
-            self.name.to_owned()
-        }
+    fn asked_models(server: &ScriptedLlm) -> Vec<String> {
+        server.asked().into_iter().map(|a| a.model).collect()
     }
 
     fn down() -> LlmError {
@@ -373,14 +309,7 @@ mod tests {
         }
     }
 
-    fn answer(text: &str) -> Vec<Result<ReplyEvent, LlmError>> {
-        vec![
-            Ok(ReplyEvent::Delta(text.into())),
-            Ok(ReplyEvent::Done(GenerationStats::default())),
-        ]
-    }
-
-    fn failover(primary: &Arc<Scripted>, fallback: &Arc<Scripted>) -> Failover {
+    fn failover(primary: &Arc<ScriptedLlm>, fallback: &Arc<ScriptedLlm>) -> Failover {
         let settings = FallbackSettings {
             backend: BackendSettings {
                 api: Api::Ollama,
@@ -391,7 +320,12 @@ mod tests {
             concurrency: 1,
             probe_every: Duration::from_secs(30),
         };
-        Failover::new(primary.clone(), fallback.clone(), &settings)
+        Failover::new(
+            primary.clone(),
+            fallback.clone(),
+            &settings,
+            Background::default(),
+        )
     }
 
     fn prompt() -> Prompt {
@@ -411,35 +345,37 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_failure_before_the_first_token_goes_to_the_fallback_with_a_note() {
-        let (primary, fallback) = (Scripted::new("the GPU box"), Scripted::new("the Pi"));
+        let (primary, fallback) = (scripted("the GPU box"), scripted("the Pi"));
         let failover = failover(&primary, &fallback);
         // Refused at once, and timed out inside the stream: both before any text.
-        primary.answer(Err(down()));
-        primary.answer(Ok(vec![Err(LlmError::FirstTokenTimeout(
+        primary.push(Answer::Refuse(down()));
+        primary.push(Answer::Events(vec![Err(LlmError::FirstTokenTimeout(
             Duration::from_secs(120),
         ))]));
         for _ in 0..2 {
-            fallback.answer(Ok(answer("from the Pi")));
+            fallback.push(Answer::text("from the Pi"));
             let got = events(&failover).await;
             assert_eq!(
                 got[0],
-                Ok(ReplyEvent::Notice(
-                    "ℹ️ The GPU box is unavailable — answering with gemma2:2b on the Pi.".into()
-                ))
+                Ok(ReplyEvent::FellBack {
+                    unavailable: "the GPU box".into(),
+                    model: "gemma2:2b".into(),
+                    server: "the Pi".into(),
+                })
             );
             assert_eq!(got[1], Ok(ReplyEvent::Delta("from the Pi".into())));
         }
-        assert_eq!(*fallback.asked.lock().unwrap(), ["gemma2:2b", "gemma2:2b"]);
+        assert_eq!(asked_models(&fallback), ["gemma2:2b", "gemma2:2b"]);
         assert!(failover.serving().starts_with("The GPU box (fallback"));
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_fallback_runs_its_own_number_of_answers_at_once() {
-        let (primary, fallback) = (Scripted::new("the GPU box"), Scripted::new("the Pi"));
+        let (primary, fallback) = (scripted("the GPU box"), scripted("the Pi"));
         let failover = failover(&primary, &fallback);
         for _ in 0..2 {
-            primary.answer(Err(down()));
-            fallback.answer(Ok(answer("from the Pi")));
+            primary.push(Answer::Refuse(down()));
+            fallback.push(Answer::text("from the Pi"));
         }
         // The first answer holds the fallback's one slot while it is read…
         let first = failover.chat(&prompt()).await.unwrap();
@@ -451,17 +387,17 @@ mod tests {
         // …and gives it back when it ends. (The waiting call above used the second primary
         // failure; the fallback's second answer is still queued.)
         drop(first);
-        primary.answer(Err(down()));
+        primary.push(Answer::Refuse(down()));
         let got = events(&failover).await;
         assert_eq!(got[1], Ok(ReplyEvent::Delta("from the Pi".into())));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_failure_after_the_first_token_is_the_answers_own() {
-        let (primary, fallback) = (Scripted::new("the GPU box"), Scripted::new("the Pi"));
+        let (primary, fallback) = (scripted("the GPU box"), scripted("the Pi"));
         let failover = failover(&primary, &fallback);
         let broke = LlmError::Interrupted("connection reset".into());
-        primary.answer(Ok(vec![
+        primary.push(Answer::Events(vec![
             Ok(ReplyEvent::Delta("Half an".into())),
             Err(broke.clone()),
         ]));
@@ -470,16 +406,16 @@ mod tests {
             got,
             vec![Ok(ReplyEvent::Delta("Half an".into())), Err(broke)]
         );
-        assert!(fallback.asked.lock().unwrap().is_empty());
+        assert!(fallback.asked().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
     async fn three_failures_in_a_row_open_the_breaker_until_a_probe_finds_the_primary() {
-        let (primary, fallback) = (Scripted::new("the GPU box"), Scripted::new("the Pi"));
+        let (primary, fallback) = (scripted("the GPU box"), scripted("the Pi"));
         let failover = failover(&primary, &fallback);
         for _ in 0..FAILURES_TO_OPEN {
-            primary.answer(Err(down()));
-            fallback.answer(Ok(answer("from the Pi")));
+            primary.push(Answer::Refuse(down()));
+            fallback.push(Answer::text("from the Pi"));
             events(&failover).await;
         }
         assert!(
@@ -488,34 +424,30 @@ mod tests {
                 .starts_with("the fallback, gemma2:2b on the Pi")
         );
         // Open: the primary is not asked at all.
-        fallback.answer(Ok(answer("from the Pi")));
+        fallback.push(Answer::text("from the Pi"));
         events(&failover).await;
-        assert_eq!(primary.asked.lock().unwrap().len(), 3);
+        assert_eq!(primary.asked().len(), 3);
         // Still down at the first probe, back at the second.
         tokio::time::sleep(Duration::from_secs(31)).await;
         assert!(failover.serving().starts_with("the fallback"));
-        primary
-            .models
-            .lock()
-            .unwrap()
-            .push("qwen2.5-7b-instruct".into());
+        primary.set_models(Some(&["qwen2.5-7b-instruct"]));
         tokio::time::sleep(Duration::from_secs(30)).await;
         assert!(failover.serving().starts_with("The GPU box (fallback"));
-        primary.answer(Ok(answer("from the box")));
+        primary.push(Answer::text("from the box"));
         let got = events(&failover).await;
         assert_eq!(got[0], Ok(ReplyEvent::Delta("from the box".into())));
     }
 
     #[tokio::test]
     async fn a_prompt_must_fit_the_smaller_context_of_the_two() {
-        let (primary, fallback) = (Scripted::new("the GPU box"), Scripted::new("the Pi"));
-        *primary.context.lock().unwrap() = Some(32_768);
+        let (primary, fallback) = (scripted("the GPU box"), scripted("the Pi"));
+        primary.set_context(Some(32_768));
         let failover = failover(&primary, &fallback);
         // The Pi's Ollama takes what is asked for.
         assert_eq!(failover.context_length("big", Some(2048)).await, Ok(2048));
         // A fallback that cannot say leaves the primary's.
         assert_eq!(failover.context_length("big", None).await, Ok(32_768));
-        *primary.context.lock().unwrap() = None;
-        assert_eq!(failover.context_length("big", None).await, Err(down()));
+        primary.set_context(None);
+        assert!(failover.context_length("big", None).await.is_err());
     }
 }

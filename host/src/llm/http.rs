@@ -6,11 +6,10 @@ use std::time::Duration;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use tokio::time::{timeout, timeout_at};
+use tokio::time::timeout;
 
-use super::timeouts::Clock;
 use super::{Api, LlmError, Timeouts};
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// Longest server error text passed on to the user.
 pub const MAX_ERROR_CHARS: usize = 200;
@@ -95,21 +94,6 @@ impl Server {
         }))
     }
 
-    /// Sends a chat request and waits for its answer's headers within the first token's
-    /// deadline: the response, and the clock of the answer's other deadlines.
-    pub async fn start_answer(
-        &self,
-        request: reqwest::RequestBuilder,
-        status_error: impl FnOnce(ErrorAnswer) -> LlmError,
-    ) -> Result<(reqwest::Response, Clock), LlmError> {
-        let clock = Clock::start(self.timeouts);
-        let (deadline, timeout_error) = clock.deadline(None);
-        let response = timeout_at(deadline, self.send(request, status_error))
-            .await
-            .map_err(|_| timeout_error)??;
-        Ok((response, clock))
-    }
-
     /// GETs a small JSON document, within the idle timeout.
     pub async fn get_json<T: DeserializeOwned>(
         &self,
@@ -140,7 +124,7 @@ impl Server {
             .map_err(|_| LlmError::Stalled(idle))?
     }
 
-    pub fn transport_error(&self, error: &reqwest::Error) -> LlmError {
+    fn transport_error(&self, error: &reqwest::Error) -> LlmError {
         if error.is_connect() {
             LlmError::Unreachable {
                 server: self.api,

@@ -3,16 +3,20 @@
 //! backend shares (errors, events, model naming).
 //!
 //! - `http` — the HTTP client, error bodies and `Retry-After` both APIs share;
+//! - `answer` — one streamed answer within its deadlines, whatever the wire format;
 //! - `timeouts` — the waits and one answer's deadlines;
 //! - `ollama`, `openai` — the two APIs;
 //! - `prompt_cache` — what a server's prompt cache holds, for servers that do not say;
 //! - `failover` — a primary server with a fallback and a circuit breaker.
 
+mod answer;
 mod failover;
 mod http;
 mod ollama;
 mod openai;
 mod prompt_cache;
+#[cfg(any(test, feature = "test-support"))]
+pub mod scripted;
 mod timeouts;
 
 pub use failover::Failover;
@@ -28,8 +32,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 
-use crate::config::{LlmConfig, Secret};
-use crate::prompt::Prompt;
+use crate::background::Background;
+use crate::prompt::{GenerationOptions, Prompt};
+use crate::secret::Secret;
 
 /// A model server. Object-safe: the chat service holds an `Arc<dyn LlmBackend>`.
 pub trait LlmBackend: Send + Sync + 'static {
@@ -69,37 +74,6 @@ pub enum Api {
     Ollama,
     /// OpenAI's chat completions: llama.cpp's `llama-server`, vLLM, any `/v1` server.
     OpenAi,
-}
-
-impl Api {
-    /// How the user's messages name the server.
-    fn server(self) -> &'static str {
-        match self {
-            Api::Ollama => "Ollama",
-            Api::OpenAi => "the LLM server",
-        }
-    }
-
-    fn unreachable_hint(self) -> &'static str {
-        match self {
-            Api::Ollama => "(on the Pi: `systemctl status ollama`)",
-            Api::OpenAi => "(check LLM_URL, and that the machine is on)",
-        }
-    }
-
-    fn missing_model_hint(self, model: &str) -> String {
-        match self {
-            Api::Ollama => format!("not installed — run `ollama pull {model}`"),
-            Api::OpenAi => "not served by the LLM server — /model lists the ones it serves".into(),
-        }
-    }
-
-    fn log_hint(self) -> &'static str {
-        match self {
-            Api::Ollama => "see `journalctl -u ollama`",
-            Api::OpenAi => "see the LLM server's log",
-        }
-    }
 }
 
 impl FromStr for Api {
@@ -144,8 +118,30 @@ pub struct FallbackSettings {
     pub probe_every: Duration,
 }
 
-/// The configured backend: the primary server, behind a [`Failover`] when a fallback is set.
-pub fn connect(config: &LlmConfig) -> Result<Arc<dyn LlmBackend>, reqwest::Error> {
+/// The model servers and generation settings (read from the environment by `config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlmConfig {
+    /// `LLM_API`, `LLM_URL` (or `OLLAMA_URL`), `LLM_API_KEY`, `LLM_MODEL` (or
+    /// `OLLAMA_MODEL`): the server that answers (chats may switch model with /model).
+    pub primary: BackendSettings,
+    /// `LLM_FALLBACK_URL`, `_API`, `_MODEL`, `_API_KEY`, `_CONCURRENCY`, `LLM_PROBE_SECS`:
+    /// who answers when the primary cannot.
+    pub fallback: Option<FallbackSettings>,
+    /// `OLLAMA_*_TIMEOUT_SECS` (for every server, whatever its API).
+    pub timeouts: Timeouts,
+    /// `OLLAMA_KEEP_ALIVE`: how long Ollama keeps the model loaded after a request.
+    pub keep_alive: Option<String>,
+    /// `OLLAMA_TEMPERATURE`, `OLLAMA_TOP_P`, `OLLAMA_TOP_K`, `OLLAMA_NUM_CTX`,
+    /// `OLLAMA_NUM_PREDICT`: generation options; unset leaves the model's default.
+    pub options: GenerationOptions,
+}
+
+/// The configured backend: the primary server, behind a [`Failover`] when a fallback is set
+/// (its probe runs in `background`).
+pub fn connect(
+    config: &LlmConfig,
+    background: &Background,
+) -> Result<Arc<dyn LlmBackend>, reqwest::Error> {
     let primary = backend(&config.primary, config)?;
     Ok(match &config.fallback {
         None => primary,
@@ -153,6 +149,7 @@ pub fn connect(config: &LlmConfig) -> Result<Arc<dyn LlmBackend>, reqwest::Error
             primary,
             backend(&fallback.backend, config)?,
             fallback,
+            background.clone(),
         )),
     })
 }
@@ -182,9 +179,13 @@ pub type ReplyStream = BoxStream<'static, Result<ReplyEvent, LlmError>>;
 /// One step of a streamed answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReplyEvent {
-    /// A line for the user about how this answer is made (the fallback server answers),
-    /// shown on its own before the answer.
-    Notice(String),
+    /// The fallback answers because the primary, `unavailable`, could not: with `model`
+    /// on `server`. Shown to the user on its own before the answer.
+    FellBack {
+        unavailable: String,
+        model: String,
+        server: String,
+    },
     /// More text, to append to what came before.
     Delta(String),
     /// The answer is complete.
@@ -251,54 +252,44 @@ pub struct RunningModel {
     pub expires_at: Option<String>,
 }
 
-/// Why a request to the model failed. `to_string()` is shown to the user as is: each message
-/// says what happened and what to do next.
+/// Why a request to the model failed. `Display` is for the log; what a user reads is the
+/// surface's wording of the same data (`telegram::messages`), with what to do next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LlmError {
-    #[error("{} is not reachable at {url} — is it running? {}", .server.server(), .server.unreachable_hint())]
+    #[error("{server} server not reachable at {url}")]
     Unreachable { server: Api, url: String },
-    #[error("model {model} is {}", .server.missing_model_hint(.model))]
+    #[error("model {model} not on the {server} server")]
     ModelNotFound { server: Api, model: String },
-    #[error("{} refused the API key — check LLM_API_KEY (or LLM_FALLBACK_API_KEY)", .server.server())]
+    #[error("the {server} server refused the API key")]
     Unauthorized { server: Api },
-    #[error("{} is busy with other requests — try again {}", .server.server(), try_again(.retry_after))]
+    #[error("the {server} server is busy (retry after {retry_after:?})")]
     Busy {
         server: Api,
         retry_after: Option<Duration>,
     },
-    #[error("{} is limiting how often it answers — try again {}", .server.server(), try_again(.retry_after))]
+    #[error("the {server} server is rate limiting (retry after {retry_after:?})")]
     RateLimited {
         server: Api,
         retry_after: Option<Duration>,
     },
-    #[error("{} answered HTTP {status}: {message} — {}", .server.server(), .server.log_hint())]
+    #[error("the {server} server answered HTTP {status}: {message}")]
     Http {
         server: Api,
         status: u16,
         message: String,
     },
-    #[error("the model failed while answering: {0} — try again")]
+    #[error("generation failed: {0}")]
     Generation(String),
-    #[error(
-        "the model did not start answering within {0:?} (it may still be loading) — try again in a minute"
-    )]
+    #[error("no first token within {0:?}")]
     FirstTokenTimeout(Duration),
-    #[error("the model server stopped answering for {0:?} — try again")]
+    #[error("no token for {0:?}")]
     Stalled(Duration),
-    #[error("the answer took longer than {0:?} and was cut off — ask for something shorter")]
+    #[error("the answer took longer than {0:?}")]
     TotalTimeout(Duration),
-    #[error("the connection to the model server broke ({0}) — try again")]
+    #[error("the connection broke: {0}")]
     Interrupted(String),
-    #[error("unexpected answer from the model server ({0}) — is it a compatible version?")]
+    #[error("unexpected answer: {0}")]
     Protocol(String),
-}
-
-/// "in 30 s" when the server said when, else "shortly".
-fn try_again(retry_after: &Option<Duration>) -> String {
-    match retry_after {
-        Some(after) => format!("in {} s", after.as_secs().max(1)),
-        None => "shortly".to_owned(),
-    }
 }
 
 /// `Ok` if `model` is among the server's `listed` ones (what `check_model` checks).
@@ -349,35 +340,5 @@ mod tests {
         assert!(same_model("llama3.2:latest", "llama3.2"));
         assert!(!same_model("gemma2:2b", "gemma2"));
         assert!(same_model("host:5000/ns/m", "host:5000/ns/m:latest"));
-    }
-
-    #[test]
-    fn messages_say_what_to_do() {
-        let missing = LlmError::ModelNotFound {
-            server: Api::Ollama,
-            model: "gemma2:2b".into(),
-        };
-        assert_eq!(
-            missing.to_string(),
-            "model gemma2:2b is not installed — run `ollama pull gemma2:2b`"
-        );
-        let slow = LlmError::FirstTokenTimeout(Duration::from_secs(120));
-        assert!(slow.to_string().contains("within 120s"), "{slow}");
-        let limited = LlmError::RateLimited {
-            server: Api::OpenAi,
-            retry_after: Some(Duration::from_secs(20)),
-        };
-        assert_eq!(
-            limited.to_string(),
-            "the LLM server is limiting how often it answers — try again in 20 s"
-        );
-        let busy = LlmError::Busy {
-            server: Api::Ollama,
-            retry_after: None,
-        };
-        assert_eq!(
-            busy.to_string(),
-            "Ollama is busy with other requests — try again shortly"
-        );
     }
 }

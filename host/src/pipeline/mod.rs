@@ -32,7 +32,7 @@ mod stage;
 mod watch;
 mod wit;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -44,16 +44,28 @@ pub use engine::{Arch, GuestEngine, MEMORY_SLOTS, native_compiler};
 pub use error::{FailureKind, LoadError, StageError};
 pub use grants::Grants;
 pub use http::{MAX_RESPONSE_BODY, REQUESTS_PER_CALL};
-pub use kv::KvDatabase;
 pub use limits::{MAX_GUEST_MEMORY, StageLimits};
 pub use manifest::{Manifest, StageSpec};
-pub use reload::{ReloadReport, Reloader, SharedPipeline};
+pub use reload::{ReloadFailure, ReloadReport, Reloader, SharedPipeline};
 pub use sandbox::LOG_LINES_PER_CALL;
 pub use stage::{Outcome, Role, StageInfo, WitVersion};
 pub use watch::PipelineWatch;
 
 use crate::prompt::{ChatContext, Prompt, Reply};
-use stage::Stage;
+use crate::store::Kv;
+use stage::{Formatter, Shaper, Stage};
+
+/// The guest pipeline's settings (read from the environment by `config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    /// `PIPELINE_MANIFEST`
+    pub manifest: PathBuf,
+    /// Compiled guests, by content hash: `DATA_DIR/cache`.
+    pub cache_dir: PathBuf,
+    /// `GUEST_MEMORY_LIMIT_MIB`, `GUEST_TIMEOUT_MS`, `GUEST_MAX_OUTPUT_KIB`: limits for
+    /// stages that set none in the manifest.
+    pub default_limits: StageLimits,
+}
 
 /// What the formatters decided for one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,11 +78,13 @@ pub enum FormatOutcome {
     Rejected { stage: String, reason: String },
 }
 
-/// A loaded, validated pipeline.
+/// A loaded, validated pipeline: its stages in manifest order, and their roles as lists.
 pub struct Pipeline {
     engine: Arc<GuestEngine>,
     manifest: Manifest,
-    stages: Vec<Stage>,
+    stages: Vec<Arc<Stage>>,
+    formatters: Vec<Formatter>,
+    shapers: Vec<Shaper>,
 }
 
 impl Pipeline {
@@ -80,16 +94,21 @@ impl Pipeline {
         engine: Arc<GuestEngine>,
         manifest: Manifest,
         cache: &CompileCache,
-        kv_database: &KvDatabase,
+        kv: &Kv,
     ) -> Result<Self, LoadError> {
-        let mut stages = Vec::with_capacity(manifest.stages.len());
+        let (mut stages, mut formatters, mut shapers) = (Vec::new(), Vec::new(), Vec::new());
         for spec in &manifest.stages {
-            stages.push(Stage::load(&engine, cache, spec, kv_database).await?);
+            let loaded = Stage::load(&engine, cache, spec, kv).await?;
+            stages.push(loaded.stage);
+            formatters.extend(loaded.formatter);
+            shapers.extend(loaded.shaper);
         }
         Ok(Self {
             engine,
             manifest,
             stages,
+            formatters,
+            shapers,
         })
     }
 
@@ -99,10 +118,10 @@ impl Pipeline {
         path: &Path,
         defaults: &StageLimits,
         cache: &CompileCache,
-        kv_database: &KvDatabase,
+        kv: &Kv,
     ) -> Result<Self, LoadError> {
         let manifest = Manifest::load(path, defaults)?;
-        Self::load(engine, manifest, cache, kv_database).await
+        Self::load(engine, manifest, cache, kv).await
     }
 
     pub fn manifest(&self) -> &Manifest {
@@ -110,7 +129,7 @@ impl Pipeline {
     }
 
     pub fn stages(&self) -> impl ExactSizeIterator<Item = &StageInfo> {
-        self.stages.iter().map(Stage::info)
+        self.stages.iter().map(|stage| stage.info())
     }
 
     /// Runs the formatters in order. A direct reply or a rejection ends the chain.
@@ -120,16 +139,16 @@ impl Pipeline {
         prompt: Prompt,
     ) -> Result<FormatOutcome, StageError> {
         let mut prompt = prompt;
-        for stage in self.stages.iter().filter(|s| s.role().formats()) {
+        for formatter in &self.formatters {
             let started = Instant::now();
-            let outcome = stage.format(&self.engine, ctx, &prompt).await;
-            record_call(stage, Role::Formatter, started, &outcome);
+            let outcome = formatter.format(&self.engine, ctx, &prompt).await;
+            record_call(formatter.stage(), Role::Formatter, started, &outcome);
             match outcome? {
                 Outcome::Prompt(next) => prompt = next,
                 Outcome::Reply(reply) => return Ok(FormatOutcome::Reply { prompt, reply }),
                 Outcome::Reject(reason) => {
                     return Ok(FormatOutcome::Rejected {
-                        stage: stage.info().name.clone(),
+                        stage: formatter.stage().name.clone(),
                         reason,
                     });
                 }
@@ -148,17 +167,24 @@ impl Pipeline {
         done: bool,
     ) -> Result<Reply, StageError> {
         let mut reply = reply;
-        for stage in self.stages.iter().filter(|s| s.role().shapes()) {
+        for shaper in &self.shapers {
             let started = Instant::now();
-            let shaped = stage.shape(&self.engine, ctx, prompt, &reply, done).await;
-            record_call(stage, Role::Shaper, started, &shaped);
+            let shaped = shaper.shape(&self.engine, ctx, prompt, &reply, done).await;
+            record_call(shaper.stage(), Role::Shaper, started, &shaped);
             reply = shaped?;
         }
         Ok(reply)
     }
 }
 
-fn record_call<T>(stage: &Stage, role: Role, started: Instant, result: &Result<T, StageError>) {
-    let failure = result.as_ref().err().map(|e| &e.kind);
-    crate::telemetry::stage_call(&stage.info().name, role, started.elapsed(), failure);
+fn record_call<T>(stage: &StageInfo, role: Role, started: Instant, result: &Result<T, StageError>) {
+    let failure = result
+        .as_ref()
+        .err()
+        .map(|e| crate::telemetry::StageFailure {
+            label: e.kind.label(),
+            detail: std::sync::Arc::new(e.kind.clone()),
+        });
+    let (name, took) = (&stage.name, started.elapsed());
+    crate::telemetry::stage_call(name, role.label(), took, failure.as_ref());
 }

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::{CompileCache, GuestEngine, KvDatabase, LoadError, Pipeline, PipelineWatch, StageInfo};
-use crate::config::PipelineConfig;
+use super::PipelineConfig;
+use super::{CompileCache, GuestEngine, LoadError, Pipeline, PipelineWatch, StageInfo};
+use crate::background::Background;
+use crate::store::Kv;
 
 /// The pipeline new messages use; replaced whole by a reload.
 pub type SharedPipeline = Arc<ArcSwap<Pipeline>>;
@@ -27,10 +28,17 @@ pub struct Reloader {
     engine: Arc<GuestEngine>,
     config: PipelineConfig,
     cache: CompileCache,
-    kv_database: KvDatabase,
+    kv: Kv,
     current: SharedPipeline,
     /// One reload at a time, whatever triggered it.
     running: tokio::sync::Mutex<()>,
+}
+
+/// A reload, triggered by a file change or SIGHUP, that failed: the old pipeline serves on.
+#[derive(Debug, Clone)]
+pub struct ReloadFailure {
+    pub trigger: String,
+    pub error: String,
 }
 
 /// What a successful reload did.
@@ -78,17 +86,17 @@ fn compile_cache(config: &PipelineConfig) -> CompileCache {
 }
 
 impl Reloader {
-    /// Loads the configured pipeline for the first time.
-    pub async fn start(config: PipelineConfig) -> anyhow::Result<Arc<Self>> {
+    /// Loads the configured pipeline for the first time; its guests' `kv` stores are
+    /// `kv`'s.
+    pub async fn start(config: PipelineConfig, kv: Kv) -> anyhow::Result<Arc<Self>> {
         let engine = GuestEngine::new()?;
         let cache = compile_cache(&config);
-        let kv_database = KvDatabase::open(&config.database)?;
         let pipeline = Pipeline::load_file(
             engine.clone(),
             &config.manifest,
             &config.default_limits,
             &cache,
-            &kv_database,
+            &kv,
         )
         .await?;
         let current = Arc::new(ArcSwap::from_pointee(pipeline));
@@ -96,7 +104,7 @@ impl Reloader {
             engine,
             config,
             cache,
-            kv_database,
+            kv,
             current,
             running: tokio::sync::Mutex::new(()),
         }))
@@ -149,7 +157,7 @@ impl Reloader {
             &self.config.manifest,
             &self.config.default_limits,
             &self.cache,
-            &self.kv_database,
+            &self.kv,
         )
         .await
     }
@@ -165,19 +173,20 @@ impl Reloader {
     }
 
     /// Starts watching the pipeline's files and SIGHUP right away (so no change made after
-    /// this returns is missed); the returned future reloads on each until `shutdown`, and
-    /// sends failures to `tell_admins` as well as the log.
+    /// this returns is missed); the returned future reloads on each until `background`
+    /// stops, and passes failures to `failed` as well as the log.
     pub fn watch<F, Fut>(
         self: Arc<Self>,
-        tell_admins: F,
-        shutdown: CancellationToken,
+        failed: F,
+        background: &Background,
     ) -> impl Future<Output = ()> + use<F, Fut>
     where
-        F: Fn(String) -> Fut,
+        F: Fn(ReloadFailure) -> Fut,
         Fut: Future<Output = ()>,
     {
+        let shutdown = background.shutdown().clone();
         let (changed_tx, mut changed) = mpsc::channel(1);
-        let mut watch = PipelineWatch::start(self.files(), changed_tx)
+        let mut watch = PipelineWatch::start(self.files(), changed_tx, background)
             .inspect_err(|e| {
                 tracing::warn!(
                     "cannot watch the pipeline's files ({e}); reload with SIGHUP or /reload"
@@ -201,7 +210,13 @@ impl Reloader {
                             tracing::warn!("cannot watch the new pipeline's files: {e}");
                         }
                     }
-                    Err(e) => tell_admins(format!("⚠️ Pipeline reload failed ({trigger}); the old pipeline keeps serving.\n{e}")).await,
+                    Err(e) => {
+                        failed(ReloadFailure {
+                            trigger: trigger.to_owned(),
+                            error: e.to_string(),
+                        })
+                        .await
+                    }
                 }
             }
         }

@@ -26,9 +26,10 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::grants::Grants;
 use super::http::GuestHttp;
-use super::kv::{GuestKv, KvDatabase, KvError};
+use super::kv::GuestKv;
 use super::limits::{Limiter, StageLimits};
-use super::wit::{v0_1_0, v0_2_0, v0_3_0};
+use super::wit::VERSIONS;
+use crate::store::Kv;
 
 /// How much of each of a guest's stdout and stderr one call keeps in memory (to be logged,
 /// and to find a panic message in); the rest is dropped and counted.
@@ -46,7 +47,7 @@ pub struct StageContext {
     pub stage: Arc<str>,
     pub config: Arc<BTreeMap<String, String>>,
     pub grants: Arc<Grants>,
-    pub kv_database: KvDatabase,
+    pub kv: Kv,
 }
 
 /// The store data of one stage call.
@@ -70,7 +71,7 @@ impl StageState {
             stage,
             config,
             grants,
-            kv_database,
+            kv,
         } = context.clone();
         let stdout = CapturedOutput::default();
         let stderr = CapturedOutput::default();
@@ -88,7 +89,7 @@ impl StageState {
             .build();
         Self {
             http: GuestHttp::new(stage.clone(), grants.clone(), limits.timeout),
-            kv: GuestKv::new(kv_database, stage.clone(), grants.kv_quota_bytes),
+            kv: GuestKv::new(kv, stage.clone(), grants.kv_quota_bytes),
             stage,
             config,
             wasi,
@@ -190,7 +191,7 @@ impl WasiHttpView for StageState {
 
 impl StageState {
     /// `host.log`, the same in every version: within the call's log budget.
-    fn log(&mut self, level: tracing::Level, message: &str) {
+    pub(super) fn host_log(&mut self, level: tracing::Level, message: &str) {
         let Some(message) = self.log_budget.admit(message) else {
             return;
         };
@@ -203,76 +204,17 @@ impl StageState {
             tracing::Level::ERROR => tracing::error!(stage, "{message}"),
         }
     }
+
+    /// `host.config`: the stage's `[stage.config]` value for `key`.
+    pub(super) fn host_config(&self, key: &str) -> Option<String> {
+        self.config.get(key).cloned()
+    }
+
+    /// The stage's `kv` store.
+    pub(super) fn guest_kv(&self) -> &GuestKv {
+        &self.kv
+    }
 }
-
-/// The `host` interface of one WIT version, the same in each: `log` and `config`.
-macro_rules! host_interface {
-    ($version:ident) => {
-        impl $version::host::Host for StageState {
-            fn log(&mut self, level: $version::host::Level, message: String) {
-                use $version::host::Level;
-                let level = match level {
-                    Level::Trace => tracing::Level::TRACE,
-                    Level::Debug => tracing::Level::DEBUG,
-                    Level::Info => tracing::Level::INFO,
-                    Level::Warn => tracing::Level::WARN,
-                    Level::Error => tracing::Level::ERROR,
-                };
-                StageState::log(self, level, &message);
-            }
-
-            fn config(&mut self, key: String) -> Option<String> {
-                self.config.get(&key).cloned()
-            }
-        }
-
-        impl $version::types::Host for StageState {}
-    };
-}
-
-host_interface!(v0_1_0);
-host_interface!(v0_2_0);
-host_interface!(v0_3_0);
-
-/// The `kv` interface of one WIT version (0.2.0 on), the same in each: the stage's store.
-macro_rules! kv_interface {
-    ($version:ident) => {
-        impl $version::kv::Host for StageState {
-            async fn get(&mut self, key: String) -> Result<Option<String>, $version::kv::KvError> {
-                self.kv.get(key).await.map_err(Into::into)
-            }
-
-            async fn set(
-                &mut self,
-                key: String,
-                value: String,
-            ) -> Result<(), $version::kv::KvError> {
-                self.kv.set(key, value).await.map_err(Into::into)
-            }
-
-            async fn delete(&mut self, key: String) -> Result<(), $version::kv::KvError> {
-                self.kv.delete(key).await.map_err(Into::into)
-            }
-
-            async fn keys(&mut self, prefix: String) -> Result<Vec<String>, $version::kv::KvError> {
-                self.kv.keys(prefix).await.map_err(Into::into)
-            }
-        }
-
-        impl From<KvError> for $version::kv::KvError {
-            fn from(error: KvError) -> Self {
-                match error {
-                    KvError::NotGranted => Self::NotGranted,
-                    KvError::QuotaExceeded(quota) => Self::QuotaExceeded(quota),
-                    KvError::Unavailable(why) => Self::Unavailable(why),
-                }
-            }
-        }
-    };
-}
-
-kv_interface!(v0_2_0);
-kv_interface!(v0_3_0);
 
 /// Links everything a guest may import: the `host` interface of each WIT version, `kv`,
 /// `wasi:http` (every request checked against the stage's grants) and WASI p2 (async
@@ -281,9 +223,9 @@ kv_interface!(v0_3_0);
 /// socket and no name lookup (see `StageState::new`): network access is `wasi:http`
 /// through a grant, or nothing.
 pub fn link(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
-    v0_1_0::StageGuest::add_to_linker::<_, HasSelf>(linker, |state| state)?;
-    v0_2_0::StageGuest::add_to_linker::<_, HasSelf>(linker, |state| state)?;
-    v0_3_0::StageGuest::add_to_linker::<_, HasSelf>(linker, |state| state)?;
+    for version in VERSIONS {
+        (version.link)(linker)?;
+    }
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(linker)?;
 
     let l = linker;
@@ -316,11 +258,6 @@ pub fn link(linker: &mut Linker<StageState>) -> wasmtime::Result<()> {
     wasi::io::poll::add_to_linker::<_, HasTable>(l, |s| &mut s.table)?;
     wasi::io::streams::add_to_linker::<_, HasTable>(l, |s| &mut s.table)?;
     Ok(())
-}
-
-struct HasSelf;
-impl HasData for HasSelf {
-    type Data<'a> = &'a mut StageState;
 }
 
 struct HasTable;

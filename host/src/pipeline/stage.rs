@@ -1,5 +1,9 @@
 //! One loaded stage: a compiled, pre-linked guest and the calls into it. Every call runs in
 //! a fresh `Store` under the stage's limits, and every failure becomes a `StageError`.
+//!
+//! A stage's roles are typed handles — a [`Formatter`], a [`Shaper`] — made at load time from
+//! what the guest exports: the pipeline holds lists of each, so no call can reach a role the
+//! guest does not have.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,12 +17,12 @@ use super::cache::{CompileCache, CompileSource, ContentHash};
 use super::engine::GuestEngine;
 use super::error::{FailureKind, LoadError, StageError};
 use super::grants::Grants;
-use super::kv::KvDatabase;
 use super::limits::{MAX_MEMORIES, StageLimits};
 use super::manifest::StageSpec;
 use super::sandbox::{StageContext, StageState};
-use super::wit::{v0_1_0, v0_2_0, v0_3_0};
+use super::wit::{Exports, FormatExport, ShapeExport, VERSIONS};
 use crate::prompt::{ChatContext, ChatMessage, Prompt, Reply, ResponseFormat};
+use crate::store::Kv;
 
 /// What a stage does, detected from the component's exports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,21 +56,13 @@ impl std::fmt::Display for Role {
     }
 }
 
-/// The WIT version a guest was built against.
+/// The WIT version a guest was built against: `WitVersion("0.3.0")`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WitVersion {
-    V0_1_0,
-    V0_2_0,
-    V0_3_0,
-}
+pub struct WitVersion(pub &'static str);
 
 impl std::fmt::Display for WitVersion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::V0_1_0 => "0.1.0",
-            Self::V0_2_0 => "0.2.0",
-            Self::V0_3_0 => "0.3.0",
-        })
+        f.write_str(self.0)
     }
 }
 
@@ -137,122 +133,25 @@ fn compile(
     }
 }
 
-/// A guest's exports, in the WIT version it was built against: one variant per version,
-/// each converting to and from the host's types (Zed's extension host does the same).
-enum Exports {
-    V0_1_0 {
-        formatter: Option<v0_1_0::FormatterIndices>,
-        shaper: Option<v0_1_0::ShaperIndices>,
-    },
-    V0_2_0 {
-        formatter: Option<v0_2_0::FormatterIndices>,
-        shaper: Option<v0_2_0::ShaperIndices>,
-    },
-    V0_3_0 {
-        formatter: Option<v0_3_0::FormatterIndices>,
-        shaper: Option<v0_3_0::ShaperIndices>,
-    },
-}
-
-/// The `Exports` variant `$variant` with what the component exports of `$version`.
-macro_rules! exports_of {
-    ($pre:expr, $variant:ident, $version:ident) => {
-        Exports::$variant {
-            formatter: $version::FormatterIndices::new($pre).ok(),
-            shaper: $version::ShaperIndices::new($pre).ok(),
-        }
-    };
-}
-
-impl Exports {
-    /// The newest version the component exports a role of, and that role; `None` if it
-    /// exports none of any version.
-    fn find(pre: &InstancePre<StageState>) -> Option<(Self, Role)> {
-        // Newest first: a component exporting roles of several versions runs as the newest.
-        [
-            exports_of!(pre, V0_3_0, v0_3_0),
-            exports_of!(pre, V0_2_0, v0_2_0),
-            exports_of!(pre, V0_1_0, v0_1_0),
-        ]
-        .into_iter()
-        .find_map(|exports| Some((exports.role()?, exports)))
-        .map(|(role, exports)| (exports, role))
-    }
-
-    fn role(&self) -> Option<Role> {
-        let (formats, shapes) = match self {
-            Self::V0_1_0 { formatter, shaper } => (formatter.is_some(), shaper.is_some()),
-            Self::V0_2_0 { formatter, shaper } => (formatter.is_some(), shaper.is_some()),
-            Self::V0_3_0 { formatter, shaper } => (formatter.is_some(), shaper.is_some()),
+/// The newest version the component exports a role of, and that version's exports.
+fn exports_of(pre: &InstancePre<StageState>) -> Option<(WitVersion, Role, Exports)> {
+    VERSIONS.iter().find_map(|version| {
+        let exports = (version.exports)(pre);
+        let role = match (&exports.formatter, &exports.shaper) {
+            (Some(_), Some(_)) => Role::Both,
+            (Some(_), None) => Role::Formatter,
+            (None, Some(_)) => Role::Shaper,
+            (None, None) => return None,
         };
-        match (formats, shapes) {
-            (true, true) => Some(Role::Both),
-            (true, false) => Some(Role::Formatter),
-            (false, true) => Some(Role::Shaper),
-            (false, false) => None,
-        }
-    }
-
-    fn version(&self) -> WitVersion {
-        match self {
-            Self::V0_1_0 { .. } => WitVersion::V0_1_0,
-            Self::V0_2_0 { .. } => WitVersion::V0_2_0,
-            Self::V0_3_0 { .. } => WitVersion::V0_3_0,
-        }
-    }
+        Some((WitVersion(version.name), role, exports))
+    })
 }
 
-/// Calls one version's formatter export and converts its outcome; `$indices` is that
-/// version's `FormatterIndices`. A macro because each version's bindings are their own
-/// types: the code is the same, the types are not.
-macro_rules! call_format {
-    ($stage:expr, $engine:expr, $version:ident, $indices:expr, $ctx:expr, $prompt:expr) => {{
-        let indices = $indices.clone();
-        let (ctx, prompt) = (
-            $version::types::ChatContext::from($ctx),
-            $version::types::Prompt::from($prompt),
-        );
-        let outcome = $stage
-            .call($engine, move |store, instance| {
-                Box::pin(async move {
-                    indices
-                        .load(&mut *store, &instance)?
-                        .call_format(&mut *store, &ctx, &prompt)
-                        .await
-                })
-            })
-            .await?;
-        match outcome {
-            $version::types::Outcome::Prompt(p) => Outcome::Prompt(p.into()),
-            $version::types::Outcome::Reply(r) => Outcome::Reply(r.into()),
-            $version::types::Outcome::Reject(reason) => Outcome::Reject(reason),
-        }
-    }};
-}
-
-/// Calls one version's shaper export; see [`call_format!`].
-macro_rules! call_shape {
-    ($stage:expr, $engine:expr, $version:ident, $indices:expr, $ctx:expr, $prompt:expr, $reply:expr, $done:expr) => {{
-        let indices = $indices.clone();
-        let (ctx, prompt, reply, done) = (
-            $version::types::ChatContext::from($ctx),
-            $version::types::Prompt::from($prompt),
-            $version::types::Reply::from($reply),
-            $done,
-        );
-        let shaped: Reply = $stage
-            .call($engine, move |store, instance| {
-                Box::pin(async move {
-                    indices
-                        .load(&mut *store, &instance)?
-                        .call_shape(&mut *store, &ctx, &prompt, &reply, done)
-                        .await
-                })
-            })
-            .await?
-            .into();
-        shaped
-    }};
+/// A loaded stage: its guest, and a handle per role it has.
+pub struct LoadedStage {
+    pub stage: Arc<Stage>,
+    pub formatter: Option<Formatter>,
+    pub shaper: Option<Shaper>,
 }
 
 pub struct Stage {
@@ -261,7 +160,18 @@ pub struct Stage {
     pre: InstancePre<StageState>,
     /// Pool memory slots one call holds: the memories the component defines.
     memories_per_call: u32,
-    exports: Exports,
+}
+
+/// A stage's `formatter` export.
+pub struct Formatter {
+    stage: Arc<Stage>,
+    export: Box<dyn FormatExport>,
+}
+
+/// A stage's `shaper` export.
+pub struct Shaper {
+    stage: Arc<Stage>,
+    export: Box<dyn ShapeExport>,
 }
 
 impl Stage {
@@ -271,8 +181,8 @@ impl Stage {
         engine: &Arc<GuestEngine>,
         cache: &CompileCache,
         spec: &StageSpec,
-        kv_database: &KvDatabase,
-    ) -> Result<Self, LoadError> {
+        kv: &Kv,
+    ) -> Result<LoadedStage, LoadError> {
         let started = Instant::now();
         let stage = spec.name.clone();
         let path = spec.guest.clone();
@@ -303,7 +213,7 @@ impl Stage {
             .resources_required()
             .map_or(MAX_MEMORIES, |r| r.num_memories as usize)
             .clamp(1, MAX_MEMORIES) as u32;
-        let Some((exports, role)) = Exports::find(&pre) else {
+        let Some((wit_version, role, exports)) = exports_of(&pre) else {
             return Err(LoadError::NoRole { stage, path });
         };
         let loaded = Self {
@@ -311,7 +221,7 @@ impl Stage {
                 name: stage.clone(),
                 guest: path.clone(),
                 role,
-                wit_version: exports.version(),
+                wit_version,
                 grants: spec.grants.clone(),
                 size_bytes,
                 hash,
@@ -324,26 +234,37 @@ impl Stage {
                 stage: stage.as_str().into(),
                 config: Arc::new(spec.config.clone()),
                 grants: Arc::new(spec.grants.clone()),
-                kv_database: kv_database.clone(),
+                kv: kv.clone(),
             },
             pre,
             memories_per_call,
-            exports,
         };
-        loaded
-            .smoke_test(engine)
+        let loaded = Arc::new(Self {
+            info: StageInfo {
+                load_time: started.elapsed(),
+                ..loaded.info
+            },
+            ..loaded
+        });
+        let formatter = exports.formatter.map(|export| Formatter {
+            stage: loaded.clone(),
+            export,
+        });
+        let shaper = exports.shaper.map(|export| Shaper {
+            stage: loaded.clone(),
+            export,
+        });
+        smoke_test(engine, formatter.as_ref(), shaper.as_ref())
             .await
             .map_err(|message| LoadError::Smoke {
                 stage,
                 path,
                 message,
             })?;
-        Ok(Self {
-            info: StageInfo {
-                load_time: started.elapsed(),
-                ..loaded.info
-            },
-            ..loaded
+        Ok(LoadedStage {
+            stage: loaded,
+            formatter,
+            shaper,
         })
     }
 
@@ -351,108 +272,11 @@ impl Stage {
         &self.info
     }
 
-    pub fn role(&self) -> Role {
-        self.info.role
-    }
-
-    /// Instantiates the guest and calls each of its exports once with a sample message, so
-    /// a guest that traps on start, exports the wrong signatures or fails on every call is
-    /// refused at load time, not on a user's message.
-    async fn smoke_test(&self, engine: &GuestEngine) -> Result<(), String> {
-        let ctx = ChatContext::default();
-        let prompt = Prompt {
-            model: "smoke-test".into(),
-            messages: vec![ChatMessage::new(
-                crate::prompt::Role::User,
-                "Hello! (pi-agent smoke test)",
-            )],
-            options: Default::default(),
-        };
-        if self.role().formats() {
-            self.format(engine, &ctx, &prompt)
-                .await
-                .map_err(|e| e.kind.to_string())?;
-        }
-        if self.role().shapes() {
-            let reply = Reply::plain("Hi! **This** is a `smoke test`.");
-            self.shape(engine, &ctx, &prompt, &reply, true)
-                .await
-                .map_err(|e| e.kind.to_string())?;
-        }
-        Ok(())
-    }
-
-    /// Runs the formatter export. Panics if the stage is not a formatter (the pipeline only
-    /// calls roles it detected).
-    pub async fn format(
-        &self,
-        engine: &GuestEngine,
-        ctx: &ChatContext,
-        prompt: &Prompt,
-    ) -> Result<Outcome, StageError> {
-        const NOT_A_FORMATTER: &str = "format called on a stage without a formatter";
-        let mut outcome = match &self.exports {
-            Exports::V0_1_0 { formatter, .. } => {
-                let indices = formatter.as_ref().expect(NOT_A_FORMATTER);
-                call_format!(self, engine, v0_1_0, indices, ctx, prompt)
-            }
-            Exports::V0_2_0 { formatter, .. } => {
-                let indices = formatter.as_ref().expect(NOT_A_FORMATTER);
-                call_format!(self, engine, v0_2_0, indices, ctx, prompt)
-            }
-            Exports::V0_3_0 { formatter, .. } => {
-                let indices = formatter.as_ref().expect(NOT_A_FORMATTER);
-                call_format!(self, engine, v0_3_0, indices, ctx, prompt)
-            }
-        };
-        if let Outcome::Prompt(next) = &mut outcome {
-            if self.info.wit_version == WitVersion::V0_1_0 {
-                // 0.1.0 cannot see the response format: it passes through unchanged.
-                next.options.format = prompt.options.format.clone();
-            }
-            if let Some(ResponseFormat::Schema(schema)) = &next.options.format
-                && let Err(e) = serde_json::from_str::<serde_json::Value>(schema)
-            {
-                return Err(self.failure(FailureKind::InvalidSchema(e.to_string())));
-            }
-        }
-        self.check_output_size(outcome_size(&outcome))?;
-        Ok(outcome)
-    }
-
-    /// Runs the shaper export. Panics if the stage is not a shaper.
-    pub async fn shape(
-        &self,
-        engine: &GuestEngine,
-        ctx: &ChatContext,
-        prompt: &Prompt,
-        reply: &Reply,
-        done: bool,
-    ) -> Result<Reply, StageError> {
-        const NOT_A_SHAPER: &str = "shape called on a stage without a shaper";
-        let shaped = match &self.exports {
-            Exports::V0_1_0 { shaper, .. } => {
-                let indices = shaper.as_ref().expect(NOT_A_SHAPER);
-                call_shape!(self, engine, v0_1_0, indices, ctx, prompt, reply, done)
-            }
-            Exports::V0_2_0 { shaper, .. } => {
-                let indices = shaper.as_ref().expect(NOT_A_SHAPER);
-                call_shape!(self, engine, v0_2_0, indices, ctx, prompt, reply, done)
-            }
-            Exports::V0_3_0 { shaper, .. } => {
-                let indices = shaper.as_ref().expect(NOT_A_SHAPER);
-                call_shape!(self, engine, v0_3_0, indices, ctx, prompt, reply, done)
-            }
-        };
-        self.check_output_size(shaped.text.len())?;
-        Ok(shaped)
-    }
-
     /// Instantiates the guest in a fresh store under this stage's limits and runs `f`,
     /// returning within the stage's timeout whatever the guest does: guest code is stopped
     /// at the first epoch tick past the deadline, and a guest waiting in a host call (a
     /// sleep, a poll) is dropped there by the timer.
-    async fn call<R>(
+    pub(super) async fn call<R>(
         &self,
         engine: &GuestEngine,
         f: impl for<'s> FnOnce(&'s mut Store<StageState>, Instance) -> GuestCall<'s, R>,
@@ -526,6 +350,88 @@ impl Stage {
         }
         Ok(())
     }
+}
+
+impl Formatter {
+    pub fn stage(&self) -> &StageInfo {
+        &self.stage.info
+    }
+
+    /// Runs the formatter export on `prompt`.
+    pub async fn format(
+        &self,
+        engine: &GuestEngine,
+        ctx: &ChatContext,
+        prompt: &Prompt,
+    ) -> Result<Outcome, StageError> {
+        let stage = &self.stage;
+        let outcome = self.export.format(stage, engine, ctx, prompt).await?;
+        if let Outcome::Prompt(next) = &outcome
+            && let Some(ResponseFormat::Schema(schema)) = &next.options.format
+            && let Err(e) = serde_json::from_str::<serde_json::Value>(schema)
+        {
+            return Err(stage.failure(FailureKind::InvalidSchema(e.to_string())));
+        }
+        stage.check_output_size(outcome_size(&outcome))?;
+        Ok(outcome)
+    }
+}
+
+impl Shaper {
+    pub fn stage(&self) -> &StageInfo {
+        &self.stage.info
+    }
+
+    /// Runs the shaper export on `reply` (the text so far, or all of it when `done`).
+    pub async fn shape(
+        &self,
+        engine: &GuestEngine,
+        ctx: &ChatContext,
+        prompt: &Prompt,
+        reply: &Reply,
+        done: bool,
+    ) -> Result<Reply, StageError> {
+        let stage = &self.stage;
+        let shaped = self
+            .export
+            .shape(stage, engine, ctx, prompt, reply, done)
+            .await?;
+        stage.check_output_size(shaped.text.len())?;
+        Ok(shaped)
+    }
+}
+
+/// Calls each of a new stage's roles once with a sample message, so a guest that traps on
+/// start, exports the wrong signatures or fails on every call is refused at load time, not
+/// on a user's message.
+async fn smoke_test(
+    engine: &GuestEngine,
+    formatter: Option<&Formatter>,
+    shaper: Option<&Shaper>,
+) -> Result<(), String> {
+    let ctx = ChatContext::default();
+    let prompt = Prompt {
+        model: "smoke-test".into(),
+        messages: vec![ChatMessage::new(
+            crate::prompt::Role::User,
+            "Hello! (pi-agent smoke test)",
+        )],
+        options: Default::default(),
+    };
+    if let Some(formatter) = formatter {
+        formatter
+            .format(engine, &ctx, &prompt)
+            .await
+            .map_err(|e| e.kind.to_string())?;
+    }
+    if let Some(shaper) = shaper {
+        let reply = Reply::plain("Hi! **This** is a `smoke test`.");
+        shaper
+            .shape(engine, &ctx, &prompt, &reply, true)
+            .await
+            .map_err(|e| e.kind.to_string())?;
+    }
+    Ok(())
 }
 
 fn outcome_size(outcome: &Outcome) -> usize {

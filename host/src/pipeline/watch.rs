@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+
+use crate::background::Background;
 use tokio::sync::mpsc;
 
 /// Quiet time after the last change before reporting: a build writes several files.
@@ -25,10 +27,12 @@ pub struct PipelineWatch {
 }
 
 impl PipelineWatch {
-    /// Starts watching `files`; `changed` receives one message per debounced burst.
+    /// Starts watching `files`; `changed` receives one message per debounced burst (the
+    /// debounce runs in `background`).
     pub fn start(
         files: impl IntoIterator<Item = PathBuf>,
         changed: mpsc::Sender<()>,
+        background: &Background,
     ) -> notify::Result<Self> {
         let watched: std::sync::Arc<std::sync::Mutex<HashSet<PathBuf>>> = Default::default();
         let (raw_tx, raw_rx) = mpsc::unbounded_channel::<()>();
@@ -44,7 +48,7 @@ impl PipelineWatch {
                 let _ = raw_tx.send(());
             }
         })?;
-        tokio::spawn(debounce(raw_rx, changed));
+        background.spawn_until_shutdown(debounce(raw_rx, changed));
         let mut watch = Self {
             watcher,
             dirs: HashSet::new(),

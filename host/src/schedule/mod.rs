@@ -2,8 +2,8 @@
 //! recurrence) — kept in SQLite and fired by one timer into the chat service's queue, where
 //! each firing is a job like a person's message: same order, limits, `/stop` and pipeline.
 //!
-//! - `when`, `recurrence`, `zone` — reading times and schedules, in the chat's time zone;
-//! - `task` — a task as stored;
+//! - `when`, `recurrence` — reading times and schedules, in the chat's time zone;
+//! - `task` — reading a stored task's recurrence;
 //! - `timer` — sleeping until a wall-clock time, however the clock is set meanwhile.
 //!
 //! The timer sleeps until the next due task and wakes early only when tasks change or the
@@ -16,12 +16,10 @@ mod recurrence;
 mod task;
 mod timer;
 mod when;
-mod zone;
 
+pub use crate::store::{NewTask, Task, TaskKind};
 pub use recurrence::Recurrence;
-pub use task::{NewTask, Task, TaskKind};
 pub use when::{ParseError, parse_when};
-pub use zone::{UnknownZone, Zone};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,11 +27,21 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::chat::{ChatService, NewJob, PendingJob, Replies};
+use crate::chat::{ChatService, NewJob, Notice, Origin, PendingJob, Preferences};
 use crate::clock;
-use crate::config::ScheduleConfig;
-use crate::prompt::{ChatContext, ScheduledRun};
-use crate::store::{SharedStore, StoreError};
+use crate::ids::{ChatId, TaskId, UserId};
+use crate::prompt::ScheduledRun;
+use crate::store::{StoreError, Tasks};
+use crate::zone::{UnknownZone, Zone};
+use task::recurrence_of;
+
+/// The scheduler's settings (read from the environment by `config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleConfig {
+    /// `MISSED_TASK_GRACE`: a task that came due while the bot was not running fires late at
+    /// start if it is younger than this; an older one is skipped and its chat told.
+    pub missed_grace: Duration,
+}
 
 /// Tasks one chat may have at most: enough for any household, a bound for a runaway script.
 pub const MAX_TASKS_PER_CHAT: usize = 100;
@@ -65,7 +73,7 @@ pub enum ScheduleError {
 /// A task just added, as its chat is told.
 #[derive(Debug, Clone)]
 pub struct Added {
-    pub id: i64,
+    pub id: TaskId,
     /// "Tue 24 Dec 18:00" in the chat's zone.
     pub first: String,
     /// "every day at 07:30" for a recurring task.
@@ -77,7 +85,7 @@ pub struct Added {
 /// A chat's task as `/tasks` shows it.
 #[derive(Debug, Clone)]
 pub struct Listed {
-    pub id: i64,
+    pub id: TaskId,
     pub kind: TaskKind,
     /// "Wed 3 Dec 07:30" in the chat's zone.
     pub next: String,
@@ -95,16 +103,26 @@ pub struct Summary {
 /// The task due next.
 #[derive(Debug, Clone)]
 pub struct NextTask {
-    pub id: i64,
-    pub chat_id: i64,
+    pub id: TaskId,
+    pub chat_id: ChatId,
     /// When, in its chat's zone: "Wed 3 Dec 07:30".
     pub when: String,
 }
 
-/// The scheduler: adds, lists and cancels tasks, and fires them on time.
-pub struct Scheduler<R: Replies> {
-    service: Arc<ChatService<R>>,
-    store: SharedStore,
+/// Who writes a task, and from where: what `/remind` and `/every` record of their message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Creator {
+    pub chat_id: ChatId,
+    pub user_id: UserId,
+    pub origin: Origin,
+}
+
+/// The scheduler: adds, lists and cancels tasks, and fires them on time into the chat
+/// service's queue.
+pub struct Scheduler {
+    service: Arc<ChatService>,
+    tasks: Tasks,
+    preferences: Arc<Preferences>,
     config: ScheduleConfig,
     /// Tasks were added, cancelled or moved: the timer looks again.
     changed: Notify,
@@ -112,53 +130,52 @@ pub struct Scheduler<R: Replies> {
     started_unix_ms: u64,
 }
 
-impl<R: Replies> Scheduler<R> {
-    pub fn new(
-        service: Arc<ChatService<R>>,
-        store: SharedStore,
-        config: ScheduleConfig,
-    ) -> Arc<Self> {
+impl Scheduler {
+    pub fn new(service: Arc<ChatService>, tasks: Tasks, config: ScheduleConfig) -> Arc<Self> {
         Arc::new(Self {
+            preferences: service.preferences().clone(),
             service,
-            store,
+            tasks,
             config,
             changed: Notify::new(),
             started_unix_ms: clock::unix_ms(),
         })
     }
 
-    /// `/remind <when> <text>` from `context`'s chat.
-    pub async fn remind(&self, context: ChatContext, args: &str) -> Result<Added, ScheduleError> {
-        let zone = self.zone(context.chat_id).await;
+    /// `/remind <when> <text>` from `creator`.
+    pub async fn remind(&self, creator: Creator, args: &str) -> Result<Added, ScheduleError> {
+        let zone = self.preferences.time_zone(creator.chat_id).await;
         let now = clock::unix_ms();
         let (due, text) = parse_when(args, now, &zone)?;
         let task = NewTask {
-            chat_id: context.chat_id,
+            chat_id: creator.chat_id,
             kind: TaskKind::Reminder,
             text: text.to_owned(),
             recurrence: None,
             next_due_unix_ms: due,
-            context,
+            user_id: creator.user_id,
+            origin: creator.origin,
             created_unix_ms: now,
         };
         self.add(task, None, zone, now).await
     }
 
-    /// `/every <schedule> <prompt>` from `context`'s chat.
-    pub async fn every(&self, context: ChatContext, args: &str) -> Result<Added, ScheduleError> {
-        let zone = self.zone(context.chat_id).await;
+    /// `/every <schedule> <prompt>` from `creator`.
+    pub async fn every(&self, creator: Creator, args: &str) -> Result<Added, ScheduleError> {
+        let zone = self.preferences.time_zone(creator.chat_id).await;
         let now = clock::unix_ms();
         let (recurrence, prompt) = Recurrence::parse(args, now)?;
         let due = recurrence
             .next_after(now, &zone)
             .ok_or(ScheduleError::NeverDue)?;
         let task = NewTask {
-            chat_id: context.chat_id,
+            chat_id: creator.chat_id,
             kind: TaskKind::Prompt,
             text: prompt.to_owned(),
             recurrence: Some(recurrence.to_spec()),
             next_due_unix_ms: due,
-            context,
+            user_id: creator.user_id,
+            origin: creator.origin,
             created_unix_ms: now,
         };
         self.add(task, Some(recurrence.describe()), zone, now).await
@@ -173,16 +190,11 @@ impl<R: Replies> Scheduler<R> {
     ) -> Result<Added, ScheduleError> {
         let (chat_id, due, text) = (task.chat_id, task.next_due_unix_ms, task.text.clone());
         let id = self
-            .store
-            .run(move |store| {
-                if store.chat_tasks(chat_id)?.len() >= MAX_TASKS_PER_CHAT {
-                    return Ok(None);
-                }
-                store.add_task(&task).map(Some)
-            })
+            .tasks
+            .add(task, MAX_TASKS_PER_CHAT)
             .await?
             .ok_or(ScheduleError::TooMany)?;
-        tracing::info!(task_id = id, chat_id, due_in = ?Duration::from_millis(due.saturating_sub(now)), "task added");
+        tracing::info!(task_id = id.0, chat_id = chat_id.0, due_in = ?Duration::from_millis(due.saturating_sub(now)), "task added");
         self.changed.notify_one();
         Ok(Added {
             id,
@@ -194,12 +206,9 @@ impl<R: Replies> Scheduler<R> {
     }
 
     /// The chat's tasks, soonest first.
-    pub async fn tasks(&self, chat_id: i64) -> Result<(Vec<Listed>, Zone), StoreError> {
-        let zone = self.zone(chat_id).await;
-        let tasks = self
-            .store
-            .run(move |store| store.chat_tasks(chat_id))
-            .await?;
+    pub async fn tasks(&self, chat_id: ChatId) -> Result<(Vec<Listed>, Zone), StoreError> {
+        let zone = self.preferences.time_zone(chat_id).await;
+        let tasks = self.tasks.of_chat(chat_id).await?;
         let now = clock::unix_ms();
         let listed = tasks
             .into_iter()
@@ -209,53 +218,40 @@ impl<R: Replies> Scheduler<R> {
     }
 
     /// Every chat's tasks, soonest first, each with its chat id (the dashboard's Tasks page).
-    pub async fn all_tasks(&self) -> Result<Vec<(i64, Listed)>, StoreError> {
-        let tasks = self.store.run(|store| store.all_tasks()).await?;
+    pub async fn all_tasks(&self) -> Result<Vec<(ChatId, Listed)>, StoreError> {
+        let tasks = self.tasks.all().await?;
         let now = clock::unix_ms();
         let mut listed = Vec::with_capacity(tasks.len());
         for task in tasks {
-            let zone = self.zone(task.task.chat_id).await;
+            let zone = self.preferences.time_zone(task.task.chat_id).await;
             listed.push((task.task.chat_id, listed_in(task, &zone, now)));
         }
         Ok(listed)
     }
 
     /// Cancels the chat's task `id`; false when the chat has none by that id.
-    pub async fn cancel(&self, chat_id: i64, id: i64) -> Result<bool, StoreError> {
-        let cancelled = self
-            .store
-            .run(move |store| store.cancel_task(chat_id, id))
-            .await?;
+    pub async fn cancel(&self, chat_id: ChatId, id: TaskId) -> Result<bool, StoreError> {
+        let cancelled = self.tasks.cancel(chat_id, id).await?;
         if cancelled {
-            tracing::info!(task_id = id, chat_id, "task cancelled");
+            tracing::info!(task_id = id.0, chat_id = chat_id.0, "task cancelled");
             self.changed.notify_one();
         }
         Ok(cancelled)
     }
 
     /// `/timezone <name>`: the chat's zone from now on, and its recurring tasks' next slots
-    /// in it (a reminder keeps its instant).
-    pub async fn set_zone(&self, chat_id: i64, name: &str) -> Result<Zone, ScheduleError> {
+    /// in it (a reminder keeps its instant) — in one transaction.
+    pub async fn set_zone(&self, chat_id: ChatId, name: &str) -> Result<Zone, ScheduleError> {
         let zone = Zone::parse(name)?;
-        self.service
-            .set_time_zone(chat_id, Some(zone.name().to_owned()))
-            .await?;
         let moved = zone.clone();
         let now = clock::unix_ms();
-        self.store
-            .run(move |store| {
-                for task in store.chat_tasks(chat_id)? {
-                    let next = task
-                        .task
-                        .recurrence()
-                        .and_then(Result::ok)
-                        .and_then(|r| r.next_after(now, &moved));
-                    if let Some(next) = next {
-                        store.move_task(task.id, Some(next))?;
-                    }
-                }
-                Ok(())
-            })
+        let next_due = move |task: &Task| {
+            recurrence_of(&task.task)
+                .and_then(Result::ok)
+                .and_then(|r| r.next_after(now, &moved))
+        };
+        self.tasks
+            .set_time_zone(chat_id, Some(zone.name().to_owned()), next_due)
             .await?;
         self.changed.notify_one();
         Ok(zone)
@@ -263,11 +259,11 @@ impl<R: Replies> Scheduler<R> {
 
     /// The number of tasks and the next one due.
     pub async fn summary(&self) -> Result<Summary, StoreError> {
-        let (count, next) = self.store.run(|store| store.task_summary()).await?;
+        let (count, next) = self.tasks.summary().await?;
         let next = match next {
             None => None,
             Some(task) => {
-                let zone = self.zone(task.task.chat_id).await;
+                let zone = self.preferences.time_zone(task.task.chat_id).await;
                 Some(NextTask {
                     id: task.id,
                     chat_id: task.task.chat_id,
@@ -276,11 +272,6 @@ impl<R: Replies> Scheduler<R> {
             }
         };
         Ok(Summary { count, next })
-    }
-
-    /// The chat's zone: its own choice or the default (`TIMEZONE`).
-    async fn zone(&self, chat_id: i64) -> Zone {
-        Zone::parse(&self.service.time_zone(chat_id).await).unwrap_or_else(|_| Zone::utc())
     }
 
     /// Fires tasks as they come due until `shutdown`: one timer, asleep until the next.
@@ -324,26 +315,23 @@ impl<R: Replies> Scheduler<R> {
     /// Fires every task due now; returns when the next one is due.
     async fn fire_due(&self) -> Result<Option<u64>, StoreError> {
         let now = clock::unix_ms();
-        for task in self.store.run(move |store| store.due_tasks(now)).await? {
+        for task in self.tasks.due(now).await? {
             self.fire(task, now).await?;
         }
-        self.store.run(|store| store.next_task_due()).await
+        self.tasks.next_due().await
     }
 
     async fn fire(&self, task: Task, now: u64) -> Result<(), StoreError> {
-        let zone = self.zone(task.task.chat_id).await;
-        let recurrence = match task.task.recurrence() {
+        let zone = self.preferences.time_zone(task.task.chat_id).await;
+        let recurrence = match recurrence_of(&task.task) {
             None => None,
             Some(Ok(recurrence)) => Some(recurrence),
             Some(Err(e)) => {
                 tracing::error!(
-                    task_id = task.id,
+                    task_id = task.id.0,
                     "task removed: its schedule cannot be read ({e})"
                 );
-                return self
-                    .store
-                    .run(move |store| store.move_task(task.id, None))
-                    .await;
+                return self.tasks.reschedule(task.id, None).await;
             }
         };
         // A recurring task that missed several slots fires once, for the latest of them.
@@ -361,51 +349,44 @@ impl<R: Replies> Scheduler<R> {
         let missed = due < self.started_unix_ms;
         if missed && lateness > self.config.missed_grace {
             tracing::info!(
-                task_id = task.id,
+                task_id = task.id.0,
                 ?lateness,
                 outcome = "skipped: missed for longer than MISSED_TASK_GRACE",
                 "task fired"
             );
-            self.store
-                .run(move |store| store.move_task(task.id, next))
-                .await?;
-            crate::telemetry::task_outcome(task.id, "skipped: missed");
-            let note = format!(
-                "⏰ Skipped “{}” (task {}): it was due {}, while the bot was not running — too long ago to send now.",
-                task.task.text,
-                task.id,
-                zone.format(due, now)
-            );
+            self.tasks.reschedule(task.id, next).await?;
+            crate::telemetry::task_outcome(task.id.0, "skipped: missed");
+            let note = Notice::TaskSkipped {
+                task_id: task.id,
+                text: task.task.text.clone(),
+                was_due: zone.format(due, now),
+            };
             self.service.tell_chat(task.task.chat_id, &note).await;
             return Ok(());
         }
-        let context = ChatContext {
-            unix_ms: now,
+        let origin = Origin {
+            sent_unix_ms: now,
             scheduled: Some(ScheduledRun {
                 task_id: task.id,
                 due_unix_ms: due,
                 late: missed || lateness > LATE_AFTER,
             }),
-            ..task.task.context
+            ..task.task.origin
         };
         let job = NewJob {
             chat_id: task.task.chat_id,
             kind: task.task.kind.job_kind(),
-            user_id: context.user_id,
+            user_id: task.task.user_id,
             text: task.task.text,
-            context,
+            origin,
             received_unix_ms: now,
         };
-        let stored = job.clone();
-        let job_id = self
-            .store
-            .run(move |store| store.fire_task(task.id, &stored, next))
-            .await?;
+        let job_id = self.tasks.fire(task.id, job.clone(), next).await?;
         tracing::info!(
-            task_id = task.id,
-            job_id,
+            task_id = task.id.0,
+            job_id = job_id.0,
             ?lateness,
-            late = job.context.scheduled.is_some_and(|r| r.late),
+            late = job.origin.scheduled.is_some_and(|r| r.late),
             outcome = "queued",
             "task fired"
         );
@@ -420,24 +401,9 @@ fn listed_in(task: Task, zone: &Zone, now: u64) -> Listed {
         id: task.id,
         kind: task.task.kind,
         next: zone.format(task.task.next_due_unix_ms, now),
-        recurrence: task
-            .task
-            .recurrence()
+        recurrence: recurrence_of(&task.task)
             .and_then(Result::ok)
             .map(|r| r.describe()),
         text: task.task.text,
     }
-}
-
-/// The first line of a scheduled task's reply, and the whole of a reminder: "⏰ buy candles",
-/// with when it was due if it fires late (the bot was not running, or the clock jumped).
-pub fn announcement(text: &str, run: &ScheduledRun, zone_name: &str) -> String {
-    if !run.late {
-        return format!("⏰ {text}");
-    }
-    let zone = Zone::parse(zone_name).unwrap_or_else(|_| Zone::utc());
-    format!(
-        "⏰ {text}\n(late: it was due {})",
-        zone.format(run.due_unix_ms, clock::unix_ms())
-    )
 }

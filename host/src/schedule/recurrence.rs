@@ -11,7 +11,7 @@
 use jiff::civil::Weekday;
 
 use super::when::{self, ParseError, Words};
-use super::zone::Zone;
+use crate::zone::Zone;
 
 const SCHEDULE_EXAMPLES: &str =
     "day 07:30, weekday 8:00, monday 9:00, 2h, 30 min, or cron like 30 7 * * 1-5";

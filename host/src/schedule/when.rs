@@ -22,7 +22,7 @@
 use jiff::civil::{Date, Weekday};
 use jiff::{SignedDuration, Span, Timestamp, Zoned};
 
-use super::zone::Zone;
+use crate::zone::Zone;
 
 /// What a reminder's time can look like, for error messages.
 const WHEN_EXAMPLES: &str = "in 10 min, at 18:30, tomorrow 8am, monday 9:00 or 2026-12-24 18:00";

@@ -1,11 +1,25 @@
 //! What the dashboard's Chats page shows of each chat: counts and settings, never content.
 
-use super::{Store, StoreError};
+use super::{Shared, Store, StoreError};
+use crate::ids::ChatId;
+
+/// Per-chat counts across the tables, read-only, for the dashboard.
+#[derive(Clone)]
+pub struct Activity(pub(super) Shared);
+
+impl Activity {
+    /// Every chat's counts, with messages answered since `since_unix_ms`.
+    pub async fn chats(&self, since_unix_ms: u64) -> Result<Vec<ChatCounts>, StoreError> {
+        self.0
+            .run(move |store| store.chat_counts(since_unix_ms))
+            .await
+    }
+}
 
 /// One chat's figures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatCounts {
-    pub chat_id: i64,
+    pub chat_id: ChatId,
     /// History messages kept (user and assistant).
     pub kept_messages: u64,
     /// Messages answered since `since_unix_ms`.
@@ -20,7 +34,7 @@ pub struct ChatCounts {
 
 impl Store {
     /// Every chat the bot knows of, by id, with messages answered since `since_unix_ms`.
-    pub fn chat_counts(&self, since_unix_ms: u64) -> Result<Vec<ChatCounts>, StoreError> {
+    pub(super) fn chat_counts(&self, since_unix_ms: u64) -> Result<Vec<ChatCounts>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "WITH chats(chat_id) AS (
                  SELECT chat_id FROM history UNION SELECT chat_id FROM answered
@@ -37,7 +51,7 @@ impl Store {
         )?;
         let rows = stmt.query_map([since_unix_ms], |row| {
             Ok(ChatCounts {
-                chat_id: row.get(0)?,
+                chat_id: ChatId(row.get(0)?),
                 kept_messages: row.get(1)?,
                 answered_recently: row.get(2)?,
                 pending: row.get(3)?,

@@ -8,10 +8,39 @@
 //! [`KEPT_MESSAGES`]: super::KEPT_MESSAGES
 
 use rusqlite::types::Type;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Transaction, params};
 
-use super::{Store, StoreError, sql_limit};
+use super::{Shared, Store, StoreError, sql_limit};
+use crate::ids::ChatId;
 use crate::prompt::{ChatMessage, Role};
+
+/// Each chat's turns and where the model's window into them starts, for the chat service,
+/// which owns them (a job's answer adds its turn through [`super::Jobs::complete`]).
+#[derive(Clone)]
+pub struct History(pub(super) Shared);
+
+impl History {
+    /// The chat's history from where its window starts, oldest first.
+    pub async fn window(&self, chat_id: ChatId) -> Result<Vec<StoredMessage>, StoreError> {
+        self.0
+            .run(move |store| store.history_window(chat_id.0))
+            .await
+    }
+
+    /// Starts the chat's window at message `first_id`.
+    pub async fn cut_window(&self, chat_id: ChatId, first_id: i64) -> Result<(), StoreError> {
+        self.0
+            .run(move |store| store.cut_history_window(chat_id.0, first_id))
+            .await
+    }
+
+    /// Forgets the chat's history; returns how many messages were deleted.
+    pub async fn clear(&self, chat_id: ChatId) -> Result<usize, StoreError> {
+        self.0
+            .run(move |store| store.clear_history(chat_id.0))
+            .await
+    }
+}
 
 /// A message of a chat's history with its position: ids grow with every message, so they
 /// order a chat's turns and name where a window starts.
@@ -24,7 +53,7 @@ pub struct StoredMessage {
 impl Store {
     /// The chat's history from where its window starts (all of it when no window was cut
     /// yet), oldest first.
-    pub fn history_window(&self, chat_id: i64) -> Result<Vec<StoredMessage>, StoreError> {
+    pub(super) fn history_window(&self, chat_id: i64) -> Result<Vec<StoredMessage>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, role, content FROM history
              WHERE chat_id = ?1 AND id >= coalesce(
@@ -44,7 +73,8 @@ impl Store {
     }
 
     /// Where the chat's window starts, if it was ever cut.
-    pub fn history_window_start(&self, chat_id: i64) -> Result<Option<i64>, StoreError> {
+    #[cfg(test)]
+    fn history_window_start(&self, chat_id: i64) -> Result<Option<i64>, StoreError> {
         Ok(self
             .conn
             .query_row(
@@ -52,12 +82,20 @@ impl Store {
                 [chat_id],
                 |row| row.get(0),
             )
-            .optional()?)
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })?)
     }
 
     /// Starts the chat's window at message `first_id` (the messages before it stay in the
     /// history, out of the model's sight).
-    pub fn cut_history_window(&mut self, chat_id: i64, first_id: i64) -> Result<(), StoreError> {
+    pub(super) fn cut_history_window(
+        &mut self,
+        chat_id: i64,
+        first_id: i64,
+    ) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO history_window (chat_id, first_id) VALUES (?1, ?2)
              ON CONFLICT (chat_id) DO UPDATE SET first_id = excluded.first_id",
@@ -67,7 +105,7 @@ impl Store {
     }
 
     /// Forgets the chat's history (and its window); returns how many messages were deleted.
-    pub fn clear_history(&mut self, chat_id: i64) -> Result<usize, StoreError> {
+    pub(super) fn clear_history(&mut self, chat_id: i64) -> Result<usize, StoreError> {
         self.write(|tx| {
             tx.execute("DELETE FROM history_window WHERE chat_id = ?1", [chat_id])?;
             Ok(tx.execute("DELETE FROM history WHERE chat_id = ?1", [chat_id])?)

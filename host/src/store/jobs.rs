@@ -1,15 +1,199 @@
 //! Jobs accepted but not yet answered (`pending_jobs`), and the messages answered lately
 //! (`answered`), so that Telegram delivering an update again does not run it twice.
+//!
+//! A job is stored as this module's own record ([`NewJob`], its origin as JSON of
+//! [`Origin`]'s own shape), not as any caller's type: renaming a field elsewhere does not
+//! change how stored rows read.
 
 use std::time::Duration;
 
 use rusqlite::{OptionalExtension, Transaction, params};
+use serde::{Deserialize, Serialize};
 
 use super::history::insert_turn;
-use super::{Store, StoreError};
-use crate::chat::{Enqueued, JobKind, NewJob, PendingJob};
+use super::{Shared, Store, StoreError};
 use crate::clock;
-use crate::prompt::ChatContext;
+use crate::ids::{ChatId, JobId, TaskId, UserId};
+use crate::prompt::ScheduledRun;
+
+/// One accepted job — a person's message or a scheduled task's firing — before it is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub chat_id: ChatId,
+    pub kind: JobKind,
+    pub user_id: UserId,
+    pub text: String,
+    pub origin: Origin,
+    pub received_unix_ms: u64,
+}
+
+/// What a job answers, which decides the way it takes through the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// A person's message (its id in the chat): formatters, the LLM, shapers; the answer
+    /// quotes it.
+    Message { message_id: i32 },
+    /// A scheduled task's prompt (`/every`): the same way as a message, no quote.
+    TaskPrompt,
+    /// A reminder's text (`/remind`): only the shapers; the LLM is not asked.
+    Reminder,
+}
+
+impl JobKind {
+    /// The person's message this job answers, if it answers one.
+    pub fn message_id(self) -> Option<i32> {
+        match self {
+            Self::Message { message_id } => Some(message_id),
+            Self::TaskPrompt | Self::Reminder => None,
+        }
+    }
+}
+
+/// Where a job (or a task) comes from: who wrote it, in which kind of chat, when, and the
+/// scheduler's run when a task fired it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Origin {
+    pub user_name: Option<String>,
+    pub language: Option<String>,
+    pub is_group: bool,
+    /// When the message was sent (or the task fired), Unix milliseconds.
+    pub sent_unix_ms: u64,
+    pub scheduled: Option<ScheduledRun>,
+}
+
+/// [`Origin`] as the `context_json` column holds it. Rows written by earlier releases hold
+/// more fields (`chat_id`, `time_zone`): they are ignored.
+#[derive(Serialize, Deserialize, Default)]
+pub(super) struct OriginJson {
+    #[serde(default)]
+    pub user_id: i64,
+    #[serde(default)]
+    user_name: Option<String>,
+    #[serde(default)]
+    language: Option<String>,
+    #[serde(default)]
+    is_group: bool,
+    #[serde(default)]
+    unix_ms: u64,
+    #[serde(default)]
+    scheduled: Option<RunJson>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RunJson {
+    task_id: i64,
+    due_unix_ms: u64,
+    late: bool,
+}
+
+impl OriginJson {
+    pub(super) fn of(user_id: UserId, origin: &Origin) -> Self {
+        Self {
+            user_id: user_id.0,
+            user_name: origin.user_name.clone(),
+            language: origin.language.clone(),
+            is_group: origin.is_group,
+            unix_ms: origin.sent_unix_ms,
+            scheduled: origin.scheduled.map(|run| RunJson {
+                task_id: run.task_id.0,
+                due_unix_ms: run.due_unix_ms,
+                late: run.late,
+            }),
+        }
+    }
+
+    pub(super) fn origin(self) -> Origin {
+        Origin {
+            user_name: self.user_name,
+            language: self.language,
+            is_group: self.is_group,
+            sent_unix_ms: self.unix_ms,
+            scheduled: self.scheduled.map(|run| ScheduledRun {
+                task_id: TaskId(run.task_id),
+                due_unix_ms: run.due_unix_ms,
+                late: run.late,
+            }),
+        }
+    }
+}
+
+/// A stored job not yet answered; survives restarts until it is completed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingJob {
+    /// The store's id for it; never reused.
+    pub id: JobId,
+    /// How often a worker started on it (the process may have died each time).
+    pub attempts: u32,
+    pub message: NewJob,
+}
+
+impl PendingJob {
+    /// The job stored as `id`, before any attempt.
+    pub fn new(id: JobId, message: NewJob) -> Self {
+        Self {
+            id,
+            attempts: 0,
+            message,
+        }
+    }
+}
+
+/// What storing a [`NewJob`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    New(JobId),
+    /// Already pending or already answered: acknowledge the update and do nothing.
+    Duplicate,
+}
+
+/// A question and its answer, as history keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Turn {
+    pub user: String,
+    pub assistant: String,
+}
+
+/// The jobs table, for the chat service, which owns it (and the history a job's answer
+/// adds to, in the same transaction).
+#[derive(Clone)]
+pub struct Jobs(pub(super) Shared);
+
+impl Jobs {
+    /// Stores `job` unless it answers a message already pending or answered (see
+    /// [`Store::enqueue`] for when it is durable).
+    pub async fn enqueue(&self, job: NewJob) -> Result<(Enqueued, NewJob), StoreError> {
+        self.0
+            .run(move |store| store.enqueue(&job).map(|enqueued| (enqueued, job)))
+            .await
+    }
+
+    /// Every job not yet completed, in arrival order (restart recovery).
+    pub async fn pending(&self) -> Result<Vec<PendingJob>, StoreError> {
+        self.0.run(|store| store.pending()).await
+    }
+
+    /// Counts one more try at the job; returns the new count.
+    pub async fn record_attempt(&self, id: JobId) -> Result<u32, StoreError> {
+        self.0.run(move |store| store.record_attempt(id.0)).await
+    }
+
+    /// Takes back an attempt that was not the job's fault (a shutdown).
+    pub async fn forget_attempt(&self, id: JobId) -> Result<(), StoreError> {
+        self.0.run(move |store| store.forget_attempt(id.0)).await
+    }
+
+    /// Finishes the job, adding `turn` to its chat's history, in one durable transaction.
+    pub async fn complete(&self, id: JobId, turn: Option<Turn>) -> Result<(), StoreError> {
+        self.0
+            .run(move |store| {
+                let turn = turn
+                    .as_ref()
+                    .map(|t| (t.user.as_str(), t.assistant.as_str()));
+                store.complete(id.0, turn)
+            })
+            .await
+    }
+}
 
 /// How long an answered `(chat_id, message_id)` is remembered for dedupe. Telegram keeps
 /// unacknowledged updates for 24 hours, so two days covers any re-delivery with margin.
@@ -19,27 +203,27 @@ impl Store {
     /// Queues `job` unless it answers a message that is already pending or was answered.
     /// Not fsynced on its own: it becomes durable with the next [`Self::set_last_update_id`]
     /// (see the module docs), and only then may the Telegram update be acknowledged.
-    pub fn enqueue(&mut self, job: &NewJob) -> Result<Enqueued, StoreError> {
+    pub(super) fn enqueue(&mut self, job: &NewJob) -> Result<Enqueued, StoreError> {
         self.write(|tx| insert_job(tx, job))
     }
 
     /// All jobs not yet completed, in arrival order (restart recovery).
-    pub fn pending(&self) -> Result<Vec<PendingJob>, StoreError> {
+    pub(super) fn pending(&self) -> Result<Vec<PendingJob>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, chat_id, kind, message_id, user_id, text, context_json, received_unix_ms, attempts
              FROM pending_jobs ORDER BY id",
         )?;
         let rows = stmt.query_map([], |row| {
             let message = NewJob {
-                chat_id: row.get(1)?,
+                chat_id: ChatId(row.get(1)?),
                 kind: kind_from_sql(&row.get::<_, String>(2)?, row.get(3)?)?,
-                user_id: row.get(4)?,
+                user_id: UserId(row.get(4)?),
                 text: row.get(5)?,
-                context: ChatContext::default(),
+                origin: Origin::default(),
                 received_unix_ms: row.get(7)?,
             };
             let job = PendingJob {
-                id: row.get(0)?,
+                id: JobId(row.get(0)?),
                 attempts: row.get(8)?,
                 message,
             };
@@ -47,7 +231,7 @@ impl Store {
         })?;
         rows.map(|row| {
             let (mut job, context_json) = row?;
-            job.message.context = serde_json::from_str(&context_json)?;
+            job.message.origin = serde_json::from_str::<OriginJson>(&context_json)?.origin();
             Ok(job)
         })
         .collect()
@@ -55,7 +239,7 @@ impl Store {
 
     /// Counts one more try at the job before it runs, so a job that keeps crashing the
     /// process can be given up on after restarts; returns the new count.
-    pub fn record_attempt(&mut self, id: i64) -> Result<u32, StoreError> {
+    pub(super) fn record_attempt(&mut self, id: i64) -> Result<u32, StoreError> {
         self.conn
             .query_row(
                 "UPDATE pending_jobs SET attempts = attempts + 1 WHERE id = ?1 RETURNING attempts",
@@ -68,7 +252,7 @@ impl Store {
 
     /// Takes back the attempt counted by [`Self::record_attempt`]: the job stopped for a
     /// reason that was not its fault (a shutdown) and stays pending.
-    pub fn forget_attempt(&mut self, id: i64) -> Result<(), StoreError> {
+    pub(super) fn forget_attempt(&mut self, id: i64) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE pending_jobs SET attempts = max(attempts - 1, 0) WHERE id = ?1",
             [id],
@@ -78,7 +262,7 @@ impl Store {
 
     /// Finishes a job in one durable transaction: removes it from the queue, remembers it as
     /// answered, and appends `(user_msg, assistant_msg)` to the chat's history when given.
-    pub fn complete(
+    pub(super) fn complete(
         &mut self,
         id: i64,
         reply_for_history: Option<(&str, &str)>,
@@ -100,7 +284,7 @@ impl Store {
 pub(super) fn insert_job(tx: &Transaction, job: &NewJob) -> Result<Enqueued, StoreError> {
     let message_id = job.kind.message_id();
     if let Some(message_id) = message_id
-        && was_answered(tx, job.chat_id, message_id)?
+        && was_answered(tx, job.chat_id.0, message_id)?
     {
         return Ok(Enqueued::Duplicate);
     }
@@ -109,19 +293,19 @@ pub(super) fn insert_job(tx: &Transaction, job: &NewJob) -> Result<Enqueued, Sto
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (chat_id, message_id) DO NOTHING",
         params![
-            job.chat_id,
+            job.chat_id.0,
             kind_to_sql(job.kind),
             message_id,
-            job.user_id,
+            job.user_id.0,
             job.text,
-            serde_json::to_string(&job.context)?,
+            serde_json::to_string(&OriginJson::of(job.user_id, &job.origin))?,
             job.received_unix_ms
         ],
     )?;
     Ok(if inserted == 0 {
         Enqueued::Duplicate
     } else {
-        Enqueued::New(tx.last_insert_rowid())
+        Enqueued::New(JobId(tx.last_insert_rowid()))
     })
 }
 
@@ -212,7 +396,7 @@ mod tests {
         assert_eq!(store.record_attempt(second).unwrap(), 2);
         let pending = store.pending().unwrap();
         assert_eq!(
-            pending.iter().map(|j| j.id).collect::<Vec<_>>(),
+            pending.iter().map(|j| j.id.0).collect::<Vec<_>>(),
             [first, second]
         );
         let expected = job(5, 1, "second");
@@ -304,7 +488,7 @@ mod tests {
         assert_eq!(
             (
                 pending.len(),
-                pending[0].id,
+                pending[0].id.0,
                 pending[0].message.text.as_str()
             ),
             (1, id, "persist me")
@@ -346,7 +530,7 @@ mod tests {
         assert_eq!(
             (
                 pending.len(),
-                pending[0].id,
+                pending[0].id.0,
                 pending[0].message.text.as_str()
             ),
             (1, id, "survive the crash")

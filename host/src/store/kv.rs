@@ -3,7 +3,46 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::{Store, StoreError};
+use super::{Shared, Store, StoreError};
+
+/// The guests' key-value stores and nothing else: the one handle the sandbox gets. Every
+/// query names the `guest_kv` table and the stage; no method reaches another table.
+#[derive(Clone)]
+pub struct Kv(pub(super) Shared);
+
+impl Kv {
+    pub async fn get(&self, stage: &str, key: String) -> Result<Option<String>, StoreError> {
+        let stage = stage.to_owned();
+        self.0.run(move |store| store.kv_get(&stage, &key)).await
+    }
+
+    /// Stores `value` under `key` unless the stage would then hold more than `quota_bytes`.
+    pub async fn set(
+        &self,
+        stage: &str,
+        key: String,
+        value: String,
+        quota_bytes: u64,
+    ) -> Result<KvWrite, StoreError> {
+        let stage = stage.to_owned();
+        self.0
+            .run(move |store| store.kv_set(&stage, &key, &value, quota_bytes))
+            .await
+    }
+
+    pub async fn delete(&self, stage: &str, key: String) -> Result<(), StoreError> {
+        let stage = stage.to_owned();
+        self.0.run(move |store| store.kv_delete(&stage, &key)).await
+    }
+
+    /// The stage's keys that start with `prefix`, sorted.
+    pub async fn keys(&self, stage: &str, prefix: String) -> Result<Vec<String>, StoreError> {
+        let stage = stage.to_owned();
+        self.0
+            .run(move |store| store.kv_keys(&stage, &prefix))
+            .await
+    }
+}
 
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,7 +53,7 @@ pub enum KvWrite {
 }
 
 impl Store {
-    pub fn kv_get(&self, stage: &str, key: &str) -> Result<Option<String>, StoreError> {
+    pub(super) fn kv_get(&self, stage: &str, key: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .conn
             .prepare_cached("SELECT value FROM guest_kv WHERE stage = ?1 AND key = ?2")?
@@ -23,7 +62,7 @@ impl Store {
     }
 
     /// Stores `value` under `key` unless the stage would then hold more than `quota_bytes`.
-    pub fn kv_set(
+    pub(super) fn kv_set(
         &mut self,
         stage: &str,
         key: &str,
@@ -49,7 +88,7 @@ impl Store {
         })
     }
 
-    pub fn kv_delete(&mut self, stage: &str, key: &str) -> Result<(), StoreError> {
+    pub(super) fn kv_delete(&mut self, stage: &str, key: &str) -> Result<(), StoreError> {
         self.conn.execute(
             "DELETE FROM guest_kv WHERE stage = ?1 AND key = ?2",
             params![stage, key],
@@ -58,7 +97,7 @@ impl Store {
     }
 
     /// The stage's keys that start with `prefix`, sorted.
-    pub fn kv_keys(&self, stage: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
+    pub(super) fn kv_keys(&self, stage: &str, prefix: &str) -> Result<Vec<String>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT key FROM guest_kv WHERE stage = ?1 AND substr(key, 1, length(?2)) = ?2
              ORDER BY key",

@@ -1,27 +1,38 @@
-//! SQLite persistence: chat history, per-chat settings, and pending jobs that survive a crash.
+//! SQLite persistence: chat history, per-chat settings, pending jobs that survive a crash,
+//! scheduled tasks, the guests' key-value stores.
+//!
+//! [`Database`] opens (and migrates) the one database once and hands out a narrow handle
+//! per table to the room that owns it; no room gets the whole database:
+//!
+//! | handle | tables | owner |
+//! |---|---|---|
+//! | [`Jobs`] | `pending_jobs`, `answered` (+ the `history` a job's answer adds) | `chat` |
+//! | [`History`] | `history`, `history_window` | `chat` |
+//! | [`ChatSettings`] | `chat_settings` (the model; reads the zone) | `chat` |
+//! | [`Tasks`] | `tasks` (+ a job a firing stores, a chat's zone with its tasks) | `schedule` |
+//! | [`Kv`] | `guest_kv` | `pipeline` (the sandbox) |
+//! | [`UpdateOffset`] | `meta` (the last Telegram update) | `telegram` |
+//! | [`Activity`] | reads every table's per-chat counts | `web` |
+//!
+//! The store persists its own records (`NewJob`, `NewTask`, their `Origin` as JSON of its
+//! own shape) and imports none of its callers. A change that spans tables is one
+//! transaction, behind the one handle of the room that owns the change.
 //!
 //! - `migrations` — the schema and how a database is brought up to it;
-//! - `history` — each chat's turns, pruned to the newest [`KEPT_MESSAGES`], and where the
-//!   model's window into them starts;
-//! - `jobs` — messages accepted but not yet answered, and those answered (for dedupe);
-//! - `settings` — per-chat choices (model, time zone) and the Telegram update offset;
-//! - `tasks` — scheduled tasks, and firing them into jobs;
-//! - `kv` — each guest stage's private key-value store, within its quota;
-//! - `chats` — per-chat counts for the dashboard (never content).
+//! - `history`, `jobs`, `settings`, `tasks`, `kv`, `chats` — the tables and their handles.
 //!
-//! The API is synchronous. [`Store`] is `Send` but not `Sync` (it owns one
-//! `rusqlite::Connection`): the services share it as a [`SharedStore`], which calls it from
-//! `tokio::task::spawn_blocking`, never holding the lock across an `.await`.
+//! The handles are async: each call runs on the one connection off the async runtime
+//! (`spawn_blocking`), never holding the lock across an `.await`.
 //!
 //! Durability: the database runs in WAL mode with `synchronous=NORMAL`, which survives a
 //! process crash but may roll back the last commits if the Pi loses power. The writes that
-//! decide "nothing lost, nothing twice" — [`Store::set_last_update_id`] and
-//! [`Store::complete`] — are committed with `synchronous=FULL`: the WAL is fsynced before
-//! they return, and since the WAL is written in order, every earlier commit with it. That is
-//! a group commit for incoming messages: [`Store::enqueue`] does not fsync; the polling loop
-//! saves the offset of a whole `getUpdates` batch (one fsync) before it acknowledges the
-//! batch to Telegram. A power cut before that only makes Telegram deliver the batch again,
-//! and `enqueue` recognises what it already has.
+//! decide "nothing lost, nothing twice" — [`UpdateOffset::set`] and [`Jobs::complete`] —
+//! are committed with `synchronous=FULL`: the WAL is fsynced before they return, and since
+//! the WAL is written in order, every earlier commit with it. That is a group commit for
+//! incoming messages: [`Jobs::enqueue`] does not fsync; the polling loop saves the offset of
+//! a whole `getUpdates` batch (one fsync) before it acknowledges the batch to Telegram. A
+//! power cut before that only makes Telegram deliver the batch again, and `enqueue`
+//! recognises what it already has.
 
 mod chats;
 mod history;
@@ -29,15 +40,17 @@ mod jobs;
 mod kv;
 mod migrations;
 mod settings;
-mod shared;
 mod tasks;
 
-pub use chats::ChatCounts;
-pub use history::StoredMessage;
-pub use kv::KvWrite;
-pub use shared::SharedStore;
+pub use chats::{Activity, ChatCounts};
+pub use history::{History, StoredMessage};
+pub use jobs::{Enqueued, JobKind, Jobs, NewJob, Origin, PendingJob, Turn};
+pub use kv::{Kv, KvWrite};
+pub use settings::{ChatSettings, UpdateOffset};
+pub use tasks::{NewTask, Task, TaskKind, Tasks};
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -85,8 +98,78 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
 }
 
-/// The database. Its methods live beside the tables they touch, in the submodules.
-pub struct Store {
+/// The bot's database, opened and migrated once; cheap to clone. Its handles share the
+/// one connection.
+#[derive(Clone)]
+pub struct Database(Shared);
+
+impl Database {
+    /// Opens (creating it and its directory if missing) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self(Shared::new(Store::open(path)?)))
+    }
+
+    /// A private database that vanishes with its last handle (tests, one-off runs).
+    pub fn in_memory() -> Self {
+        Self(Shared::new(
+            Store::open_in_memory().expect("an in-memory database always opens"),
+        ))
+    }
+
+    pub fn jobs(&self) -> Jobs {
+        Jobs(self.0.clone())
+    }
+
+    pub fn history(&self) -> History {
+        History(self.0.clone())
+    }
+
+    pub fn chat_settings(&self) -> ChatSettings {
+        ChatSettings(self.0.clone())
+    }
+
+    pub fn tasks(&self) -> Tasks {
+        Tasks(self.0.clone())
+    }
+
+    pub fn kv(&self) -> Kv {
+        Kv(self.0.clone())
+    }
+
+    pub fn update_offset(&self) -> UpdateOffset {
+        UpdateOffset(self.0.clone())
+    }
+
+    pub fn activity(&self) -> Activity {
+        Activity(self.0.clone())
+    }
+}
+
+/// The one connection, shared by the handles: called off the async runtime (SQLite calls
+/// block, and a durable write waits for the disk); the lock is never held across an
+/// `.await`.
+#[derive(Clone)]
+struct Shared(Arc<Mutex<Store>>);
+
+impl Shared {
+    fn new(store: Store) -> Self {
+        Self(Arc::new(Mutex::new(store)))
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.0.clone();
+        tokio::task::spawn_blocking(move || f(&mut store.lock().unwrap_or_else(|e| e.into_inner())))
+            .await
+            .expect("store task panicked")
+    }
+}
+
+/// The connection and the tables' synchronous operations (beside each table, in the
+/// submodules), which the handles run.
+struct Store {
     conn: Connection,
     /// History messages kept per chat ([`KEPT_MESSAGES`]; tests set fewer).
     history_limit: usize,
@@ -94,13 +177,12 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating it and its directory if missing) and migrates the database at `path`.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
+    fn open(path: &Path) -> Result<Self, StoreError> {
         create_parent_dir(path)?;
         Self::set_up(Connection::open(path), path)
     }
 
-    /// A private database that vanishes on drop (tests).
-    pub fn open_in_memory() -> Result<Self, StoreError> {
+    fn open_in_memory() -> Result<Self, StoreError> {
         Self::set_up(Connection::open_in_memory(), Path::new(":memory:"))
     }
 
@@ -185,9 +267,8 @@ mod fixtures {
     use std::path::PathBuf;
     use std::sync::atomic::{AtomicI32, Ordering};
 
-    use super::{Store, StoreError, StoredMessage};
-    use crate::chat::{Enqueued, JobKind, NewJob};
-    use crate::prompt::ChatContext;
+    use super::{Enqueued, JobKind, NewJob, Origin, Store, StoreError, StoredMessage};
+    use crate::ids::{ChatId, UserId};
 
     /// A directory for a database, removed on drop.
     pub struct TempDir(tempfile::TempDir);
@@ -205,18 +286,15 @@ mod fixtures {
 
     pub fn job(chat_id: i64, message_id: i32, text: &str) -> NewJob {
         NewJob {
-            chat_id,
+            chat_id: ChatId(chat_id),
             kind: JobKind::Message { message_id },
-            user_id: 42,
+            user_id: UserId(42),
             text: text.to_owned(),
-            context: ChatContext {
-                chat_id,
-                user_id: 42,
+            origin: Origin {
                 user_name: Some("ada".into()),
                 language: Some("en".into()),
                 is_group: false,
-                unix_ms: 1_700_000_000_000,
-                time_zone: String::new(),
+                sent_unix_ms: 1_700_000_000_000,
                 scheduled: None,
             },
             received_unix_ms: 1_700_000_000_123,
@@ -225,7 +303,7 @@ mod fixtures {
 
     pub fn new_id(enqueued: Enqueued) -> i64 {
         match enqueued {
-            Enqueued::New(id) => id,
+            Enqueued::New(id) => id.0,
             Enqueued::Duplicate => panic!("expected a new job"),
         }
     }
@@ -273,9 +351,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn store_is_send() {
-        fn assert_send<T: Send>() {}
-        assert_send::<Store>();
+    fn the_database_is_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Database>();
     }
 
     #[test]

@@ -3,24 +3,165 @@
 
 use rusqlite::{Row, params};
 
-use super::jobs::insert_job;
-use super::{Store, StoreError};
-use crate::chat::{Enqueued, NewJob};
-use crate::schedule::{NewTask, Task, TaskKind};
+use super::jobs::{Enqueued, JobKind, NewJob, Origin, OriginJson, insert_job};
+use super::{Shared, Store, StoreError};
+use crate::ids::{ChatId, JobId, TaskId, UserId};
+
+/// What a task sends when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskKind {
+    /// `/remind`: its text, through the shapers only.
+    Reminder,
+    /// `/every`: its prompt, through formatters, the LLM and shapers.
+    Prompt,
+}
+
+impl TaskKind {
+    /// The kind of job a firing of this task becomes.
+    pub fn job_kind(self) -> JobKind {
+        match self {
+            Self::Reminder => JobKind::Reminder,
+            Self::Prompt => JobKind::TaskPrompt,
+        }
+    }
+}
+
+/// A task before it is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    pub chat_id: ChatId,
+    pub kind: TaskKind,
+    pub text: String,
+    /// The scheduler's spec of its recurrence; `None`: fires once.
+    pub recurrence: Option<String>,
+    pub next_due_unix_ms: u64,
+    /// Who created it, and the message's origin.
+    pub user_id: UserId,
+    pub origin: Origin,
+    pub created_unix_ms: u64,
+}
+
+/// A stored task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Task {
+    /// The id `/tasks` shows and `/cancel` takes; never reused.
+    pub id: TaskId,
+    pub task: NewTask,
+}
+
+/// The tasks table, for the scheduler, which owns it — and the chats' time zones, since a
+/// zone change moves the chat's tasks in the same transaction.
+#[derive(Clone)]
+pub struct Tasks(pub(super) Shared);
+
+impl Tasks {
+    /// Stores `task` durably unless its chat has `max_per_chat` already; its id, or `None`.
+    pub async fn add(
+        &self,
+        task: NewTask,
+        max_per_chat: usize,
+    ) -> Result<Option<TaskId>, StoreError> {
+        self.0
+            .run(move |store| {
+                if store.chat_tasks(task.chat_id.0)?.len() >= max_per_chat {
+                    return Ok(None);
+                }
+                store.add_task(&task).map(|id| Some(TaskId(id)))
+            })
+            .await
+    }
+
+    /// The chat's tasks, soonest first.
+    pub async fn of_chat(&self, chat_id: ChatId) -> Result<Vec<Task>, StoreError> {
+        self.0.run(move |store| store.chat_tasks(chat_id.0)).await
+    }
+
+    /// Every chat's tasks, soonest first.
+    pub async fn all(&self) -> Result<Vec<Task>, StoreError> {
+        self.0.run(|store| store.all_tasks()).await
+    }
+
+    /// Every task due at `now_unix_ms` or before, most overdue first.
+    pub async fn due(&self, now_unix_ms: u64) -> Result<Vec<Task>, StoreError> {
+        self.0.run(move |store| store.due_tasks(now_unix_ms)).await
+    }
+
+    /// How many tasks there are, and the one due next.
+    pub async fn summary(&self) -> Result<(usize, Option<Task>), StoreError> {
+        self.0.run(|store| store.task_summary()).await
+    }
+
+    /// When the next task is due, if any.
+    pub async fn next_due(&self) -> Result<Option<u64>, StoreError> {
+        self.0.run(|store| store.next_task_due()).await
+    }
+
+    /// Removes the chat's task `id`; false when the chat has no such task.
+    pub async fn cancel(&self, chat_id: ChatId, id: TaskId) -> Result<bool, StoreError> {
+        self.0
+            .run(move |store| store.cancel_task(chat_id.0, id.0))
+            .await
+    }
+
+    /// Fires task `id`: stores `job` and moves the task to `next_due` (`None`: removed), in
+    /// one durable transaction. Returns the job's id.
+    pub async fn fire(
+        &self,
+        id: TaskId,
+        job: NewJob,
+        next_due: Option<u64>,
+    ) -> Result<JobId, StoreError> {
+        self.0
+            .run(move |store| store.fire_task(id.0, &job, next_due).map(JobId))
+            .await
+    }
+
+    /// Moves task `id` to `next_due` without firing it, or removes it (`None`).
+    pub async fn reschedule(&self, id: TaskId, next_due: Option<u64>) -> Result<(), StoreError> {
+        self.0
+            .run(move |store| store.move_task(id.0, next_due))
+            .await
+    }
+
+    /// Sets the chat's time zone (an IANA name; `None`: the default) and, in the same
+    /// durable transaction, moves its tasks as `next_due` says for each (`None`: it keeps
+    /// its instant).
+    pub async fn set_time_zone(
+        &self,
+        chat_id: ChatId,
+        zone: Option<String>,
+        next_due: impl Fn(&Task) -> Option<u64> + Send + 'static,
+    ) -> Result<(), StoreError> {
+        self.0
+            .run(move |store| {
+                let tasks = store.chat_tasks(chat_id.0)?;
+                store.durable_write(|tx| {
+                    super::settings::set_time_zone(tx, chat_id.0, zone.as_deref())?;
+                    for task in &tasks {
+                        if let Some(due) = next_due(task) {
+                            move_task(tx, task.id.0, Some(due))?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .await
+    }
+}
 
 const COLUMNS: &str =
     "id, chat_id, kind, text, recurrence, next_due_unix_ms, context_json, created_unix_ms";
 
 impl Store {
     /// Stores a new task, durably (its creator was told it is set); returns its id.
-    pub fn add_task(&mut self, task: &NewTask) -> Result<i64, StoreError> {
-        let context_json = serde_json::to_string(&task.context)?;
+    pub(super) fn add_task(&mut self, task: &NewTask) -> Result<i64, StoreError> {
+        let context_json = serde_json::to_string(&OriginJson::of(task.user_id, &task.origin))?;
         self.durable_write(|tx| {
             tx.execute(
                 "INSERT INTO tasks (chat_id, kind, text, recurrence, next_due_unix_ms, context_json, created_unix_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
-                    task.chat_id,
+                    task.chat_id.0,
                     kind_to_sql(task.kind),
                     task.text,
                     task.recurrence,
@@ -34,7 +175,7 @@ impl Store {
     }
 
     /// The chat's tasks, soonest first.
-    pub fn chat_tasks(&self, chat_id: i64) -> Result<Vec<Task>, StoreError> {
+    pub(super) fn chat_tasks(&self, chat_id: i64) -> Result<Vec<Task>, StoreError> {
         self.select_tasks(
             &format!(
                 "SELECT {COLUMNS} FROM tasks WHERE chat_id = ?1 ORDER BY next_due_unix_ms, id"
@@ -44,7 +185,7 @@ impl Store {
     }
 
     /// Every chat's tasks, soonest first (the dashboard's Tasks page).
-    pub fn all_tasks(&self) -> Result<Vec<Task>, StoreError> {
+    pub(super) fn all_tasks(&self) -> Result<Vec<Task>, StoreError> {
         self.select_tasks(
             &format!("SELECT {COLUMNS} FROM tasks ORDER BY next_due_unix_ms, id"),
             [],
@@ -52,7 +193,7 @@ impl Store {
     }
 
     /// Every task due at `now_unix_ms` or before, most overdue first.
-    pub fn due_tasks(&self, now_unix_ms: u64) -> Result<Vec<Task>, StoreError> {
+    pub(super) fn due_tasks(&self, now_unix_ms: u64) -> Result<Vec<Task>, StoreError> {
         self.select_tasks(
             &format!(
                 "SELECT {COLUMNS} FROM tasks WHERE next_due_unix_ms <= ?1 ORDER BY next_due_unix_ms, id"
@@ -62,7 +203,7 @@ impl Store {
     }
 
     /// How many tasks there are, and the one due next.
-    pub fn task_summary(&self) -> Result<(usize, Option<Task>), StoreError> {
+    pub(super) fn task_summary(&self) -> Result<(usize, Option<Task>), StoreError> {
         let count: i64 = self
             .conn
             .query_row("SELECT count(*) FROM tasks", [], |row| row.get(0))?;
@@ -76,7 +217,7 @@ impl Store {
     }
 
     /// When the next task is due, if any: what the timer sleeps until.
-    pub fn next_task_due(&self) -> Result<Option<u64>, StoreError> {
+    pub(super) fn next_task_due(&self) -> Result<Option<u64>, StoreError> {
         Ok(self
             .conn
             .prepare_cached("SELECT min(next_due_unix_ms) FROM tasks")?
@@ -84,7 +225,7 @@ impl Store {
     }
 
     /// Removes the chat's task `id`; false when the chat has no such task.
-    pub fn cancel_task(&mut self, chat_id: i64, id: i64) -> Result<bool, StoreError> {
+    pub(super) fn cancel_task(&mut self, chat_id: i64, id: i64) -> Result<bool, StoreError> {
         self.durable_write(|tx| {
             Ok(tx.execute(
                 "DELETE FROM tasks WHERE id = ?1 AND chat_id = ?2",
@@ -95,7 +236,7 @@ impl Store {
 
     /// Fires task `id`: stores `job` and, in the same durable transaction, moves the task to
     /// `next_due` (`None`: it is done and removed). Returns the job's id.
-    pub fn fire_task(
+    pub(super) fn fire_task(
         &mut self,
         id: i64,
         job: &NewJob,
@@ -106,13 +247,13 @@ impl Store {
                 unreachable!("a task's job answers no message, so it is never a duplicate")
             };
             move_task(tx, id, next_due)?;
-            Ok(job_id)
+            Ok(job_id.0)
         })
     }
 
     /// Moves task `id` to `next_due` without firing it (a slot missed for too long, a new
     /// time zone), or removes it (`None`).
-    pub fn move_task(&mut self, id: i64, next_due: Option<u64>) -> Result<(), StoreError> {
+    pub(super) fn move_task(&mut self, id: i64, next_due: Option<u64>) -> Result<(), StoreError> {
         self.durable_write(|tx| move_task(tx, id, next_due))
     }
 
@@ -127,7 +268,9 @@ impl Store {
         })?;
         rows.map(|row| {
             let (mut task, context_json) = row?;
-            task.task.context = serde_json::from_str(&context_json)?;
+            let origin: OriginJson = serde_json::from_str(&context_json)?;
+            task.task.user_id = UserId(origin.user_id);
+            task.task.origin = origin.origin();
             Ok(task)
         })
         .collect()
@@ -150,9 +293,9 @@ fn move_task(tx: &rusqlite::Transaction, id: i64, next_due: Option<u64>) -> Resu
 fn task_from_row(row: &Row) -> rusqlite::Result<Task> {
     let kind: String = row.get(2)?;
     Ok(Task {
-        id: row.get(0)?,
+        id: TaskId(row.get(0)?),
         task: NewTask {
-            chat_id: row.get(1)?,
+            chat_id: ChatId(row.get(1)?),
             kind: match kind.as_str() {
                 "reminder" => TaskKind::Reminder,
                 _ => TaskKind::Prompt,
@@ -160,7 +303,8 @@ fn task_from_row(row: &Row) -> rusqlite::Result<Task> {
             text: row.get(3)?,
             recurrence: row.get(4)?,
             next_due_unix_ms: row.get(5)?,
-            context: Default::default(),
+            user_id: UserId::default(),
+            origin: Origin::default(),
             created_unix_ms: row.get(7)?,
         },
     })
@@ -176,20 +320,19 @@ fn kind_to_sql(kind: TaskKind) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::JobKind;
     use crate::store::fixtures::row_count;
 
     fn task(chat_id: i64, due: u64, recurrence: Option<&str>) -> NewTask {
         NewTask {
-            chat_id,
+            chat_id: ChatId(chat_id),
             kind: TaskKind::Reminder,
             text: format!("due {due}"),
             recurrence: recurrence.map(str::to_owned),
             next_due_unix_ms: due,
-            context: crate::prompt::ChatContext {
-                chat_id,
-                user_id: 42,
-                ..Default::default()
+            user_id: UserId(42),
+            origin: Origin {
+                user_name: Some("ada".into()),
+                ..Origin::default()
             },
             created_unix_ms: 1,
         }
@@ -197,13 +340,17 @@ mod tests {
 
     fn firing(chat_id: i64) -> NewJob {
         NewJob {
-            chat_id,
+            chat_id: ChatId(chat_id),
             kind: JobKind::Reminder,
-            user_id: 42,
+            user_id: UserId(42),
             text: "buy candles".into(),
-            context: Default::default(),
+            origin: Origin::default(),
             received_unix_ms: 5,
         }
+    }
+
+    fn ids(tasks: Vec<Task>) -> Vec<i64> {
+        tasks.iter().map(|t| t.id.0).collect()
     }
 
     #[test]
@@ -212,26 +359,17 @@ mod tests {
         let late = store.add_task(&task(1, 300, None)).unwrap();
         let soon = store.add_task(&task(1, 100, Some("every:1h"))).unwrap();
         let other = store.add_task(&task(2, 50, None)).unwrap();
-        let listed: Vec<i64> = store.chat_tasks(1).unwrap().iter().map(|t| t.id).collect();
-        assert_eq!(listed, [soon, late]);
+        assert_eq!(ids(store.chat_tasks(1).unwrap()), [soon, late]);
         assert_eq!(
             store.chat_tasks(1).unwrap()[0].task,
             task(1, 100, Some("every:1h"))
         );
         assert_eq!(store.next_task_due().unwrap(), Some(50));
         let (count, next) = store.task_summary().unwrap();
-        assert_eq!((count, next.map(|t| t.id)), (3, Some(other)));
+        assert_eq!((count, next.map(|t| t.id.0)), (3, Some(other)));
         assert!(!store.cancel_task(1, other).unwrap(), "not chat 1's task");
         assert!(store.cancel_task(2, other).unwrap());
-        assert_eq!(
-            store
-                .due_tasks(300)
-                .unwrap()
-                .iter()
-                .map(|t| t.id)
-                .collect::<Vec<_>>(),
-            [soon, late]
-        );
+        assert_eq!(ids(store.due_tasks(300).unwrap()), [soon, late]);
         assert!(store.due_tasks(99).unwrap().is_empty());
     }
 

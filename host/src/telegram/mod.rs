@@ -5,13 +5,18 @@
 //! message's handler returns once the message is stored — and the batch's offset has been
 //! saved with an fsync, which makes everything stored for the batch durable at once.
 
+pub mod admin;
 mod handlers;
+pub mod messages;
 mod reply;
+mod settings;
 pub mod text;
 
 pub use handlers::{Access, Command};
 pub use reply::TelegramReplies;
+pub use settings::TelegramConfig;
 
+use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +27,11 @@ use teloxide::utils::command::BotCommands;
 use teloxide::{ApiError, RequestError};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::TelegramConfig;
+use crate::background::Background;
 use crate::health::Heartbeat;
+use crate::ids::UserId;
 use crate::pipeline::Reloader;
+use crate::store::UpdateOffset;
 use handlers::{Service, Tasks};
 
 /// Long-poll timeout: Telegram holds `getUpdates` open this long when there is nothing new.
@@ -97,11 +104,12 @@ pub async fn register_commands(bot: &Bot) {
 }
 
 /// Sends `text` to every admin (in their private chat with the bot).
-pub async fn tell_admins(bot: &Bot, admins: &std::collections::BTreeSet<i64>, text: &str) {
-    for &admin in admins {
-        if let Err(e) = observed("sendMessage", bot.send_message(ChatId(admin), text).await) {
+pub async fn tell_admins(bot: &Bot, admins: &BTreeSet<UserId>, text: &str) {
+    for admin in admins {
+        let sent = bot.send_message(ChatId(admin.0), text).await;
+        if let Err(e) = observed("sendMessage", sent) {
             tracing::warn!(
-                admin,
+                admin = admin.0,
                 "cannot message an admin: {}",
                 redact(&e.to_string(), bot)
             );
@@ -115,6 +123,10 @@ pub struct Services {
     pub tasks: Tasks,
     pub access: Arc<Access>,
     pub reloader: Arc<Reloader>,
+    /// The last update handled: the polling loop's own.
+    pub offset: UpdateOffset,
+    /// Where handlers send what need not hold up the polling loop.
+    pub background: Background,
 }
 
 /// Polls for updates and handles them in order until `shutdown`.
@@ -130,9 +142,11 @@ pub async fn poll(
         tasks,
         access,
         reloader,
+        offset: stored_offset,
+        background,
     } = services;
     let schema = handlers::schema();
-    let mut offset = match service.update_offset().await {
+    let mut offset = match stored_offset.get().await {
         Ok(last) => last.map_or(0, |id| id as i32 + 1),
         Err(e) => {
             tracing::error!("cannot read the update offset: {e}");
@@ -183,7 +197,8 @@ pub async fn poll(
                 service.clone(),
                 tasks.clone(),
                 access.clone(),
-                reloader.clone()
+                reloader.clone(),
+                background.clone()
             ];
             if let ControlFlow::Break(Err(e)) = schema.dispatch(deps).await {
                 // Not acknowledged: Telegram delivers it again with the next poll.
@@ -201,7 +216,7 @@ pub async fn poll(
         // One fsync for the whole batch, before the next getUpdates acknowledges it: it
         // makes every message stored above durable (see `store`'s group commit).
         if offset != previous_offset
-            && let Err(e) = service.set_update_offset(i64::from(offset - 1)).await
+            && let Err(e) = stored_offset.set(i64::from(offset - 1)).await
         {
             // Not acknowledged then: Telegram delivers the batch again, and what was
             // stored is recognised as a duplicate.

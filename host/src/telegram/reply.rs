@@ -4,15 +4,18 @@
 
 use std::collections::BTreeSet;
 
+use futures_util::future::BoxFuture;
 use teloxide::ApiError;
 use teloxide::RequestError;
 use teloxide::prelude::*;
 use teloxide::types::{ChatAction, MessageId, ParseMode, ReplyParameters};
 
 use super::text::{MESSAGE_LIMIT, html_to_plain, split_html, split_plain};
-use super::{backoff, redact};
-use crate::chat::{Replies, ReplySink};
-use crate::prompt::{Reply, TextFormat};
+use super::{admin, backoff, messages, redact};
+use crate::chat::{AdminNotice, Notice, Replies, ReplySink};
+use crate::ids::UserId;
+use crate::prompt::{Reply, ScheduledRun, TextFormat};
+use crate::zone::Zone;
 
 /// How often a failing final send is retried (network errors; 429s wait as told).
 const DELIVERY_ATTEMPTS: u32 = 5;
@@ -20,31 +23,35 @@ const DELIVERY_ATTEMPTS: u32 = 5;
 /// Opens replies in Telegram.
 pub struct TelegramReplies {
     bot: Bot,
-    admins: BTreeSet<i64>,
+    admins: BTreeSet<UserId>,
 }
 
 impl TelegramReplies {
-    pub fn new(bot: Bot, admins: BTreeSet<i64>) -> Self {
+    pub fn new(bot: Bot, admins: BTreeSet<UserId>) -> Self {
         Self { bot, admins }
     }
 }
 
 impl Replies for TelegramReplies {
-    type Sink = TelegramReply;
-
-    fn open(&self, chat_id: i64, message_id: Option<i32>) -> TelegramReply {
-        TelegramReply {
+    fn open(&self, chat_id: crate::ids::ChatId, message_id: Option<i32>) -> Box<dyn ReplySink> {
+        Box::new(TelegramReply {
             bot: self.bot.clone(),
-            chat: ChatId(chat_id),
+            chat: ChatId(chat_id.0),
             reply_to: message_id.map(MessageId),
             sent: Vec::new(),
             html_rejected: false,
             quiet_until: None,
-        }
+        })
     }
 
-    async fn tell_admins(&self, text: &str) {
-        super::tell_admins(&self.bot, &self.admins, text).await;
+    fn tell_admins<'a>(&'a self, notice: &'a AdminNotice) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            super::tell_admins(&self.bot, &self.admins, &admin::notice(notice)).await;
+        })
+    }
+
+    fn announcement(&self, text: &str, run: &ScheduledRun, zone: &Zone) -> String {
+        messages::announcement(text, run, zone)
     }
 }
 
@@ -172,8 +179,8 @@ impl TelegramReply {
     }
 }
 
-impl ReplySink for TelegramReply {
-    async fn working(&mut self) {
+impl TelegramReply {
+    async fn typing(&mut self) {
         let result = self
             .bot
             .send_chat_action(self.chat, ChatAction::Typing)
@@ -186,7 +193,7 @@ impl ReplySink for TelegramReply {
         }
     }
 
-    async fn partial(&mut self, reply: &Reply) {
+    async fn update(&mut self, reply: &Reply) {
         if self
             .quiet_until
             .is_some_and(|until| tokio::time::Instant::now() < until)
@@ -207,16 +214,16 @@ impl ReplySink for TelegramReply {
         }
     }
 
-    async fn finish(&mut self, reply: &Reply) -> anyhow::Result<()> {
+    async fn complete(&mut self, reply: &Reply) -> anyhow::Result<()> {
         if let Some(until) = self.quiet_until.take() {
             tokio::time::sleep_until(until).await;
         }
         self.deliver(reply).await
     }
 
-    async fn notice(&mut self, text: &str) -> anyhow::Result<()> {
+    async fn note(&mut self, notice: &Notice) -> anyhow::Result<()> {
         // A notice is its own message after the reply, never an edit of it.
-        let mut notice = TelegramReply {
+        let mut note = TelegramReply {
             bot: self.bot.clone(),
             chat: self.chat,
             reply_to: self.reply_to,
@@ -224,6 +231,24 @@ impl ReplySink for TelegramReply {
             html_rejected: true,
             quiet_until: self.quiet_until.take(),
         };
-        notice.finish(&Reply::plain(text)).await
+        note.complete(&Reply::plain(messages::notice(notice))).await
+    }
+}
+
+impl ReplySink for TelegramReply {
+    fn working(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(self.typing())
+    }
+
+    fn partial<'a>(&'a mut self, reply: &'a Reply) -> BoxFuture<'a, ()> {
+        Box::pin(self.update(reply))
+    }
+
+    fn finish<'a>(&'a mut self, reply: &'a Reply) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(self.complete(reply))
+    }
+
+    fn notice<'a>(&'a mut self, notice: &'a Notice) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(self.note(notice))
     }
 }

@@ -25,9 +25,7 @@ use handles::Handles;
 
 pub use answers::{CacheFigures, FirstTokenFigures, RecentAnswers};
 pub use series::{BUCKET, Bucket, Series};
-pub use stages::{StageError, StageFigures, StageStats};
-
-use crate::pipeline::{FailureKind, Role};
+pub use stages::{StageError, StageFailure, StageFigures, StageStats};
 
 /// Metric names, as `/metrics` shows them.
 pub mod names {
@@ -133,8 +131,9 @@ pub fn message(outcome: MessageOutcome) {
         .record_message(crate::clock::unix_ms(), outcome.is_error());
 }
 
-/// One call into a stage on a user's message: how long it took and how it failed, if it did.
-pub fn stage_call(stage: &str, role: Role, took: Duration, failure: Option<&FailureKind>) {
+/// One call into a stage on a user's message, in its `role` (`formatter`, `shaper`): how
+/// long it took and how it failed, if it did.
+pub fn stage_call(stage: &str, role: &'static str, took: Duration, failure: Option<&StageFailure>) {
     /// One stage's handles, under its role's label.
     struct StageHandles {
         role: &'static str,
@@ -142,7 +141,6 @@ pub fn stage_call(stage: &str, role: Role, took: Duration, failure: Option<&Fail
         failures: HashMap<&'static str, Counter>,
     }
     static STAGES: Handles<String, StageHandles> = Handles::new();
-    let role = role.label();
     STAGES.with(|stages| {
         // A reload may give a stage's name another role.
         if stages.get(stage).is_none_or(|h| h.role != role) {
@@ -161,8 +159,8 @@ pub fn stage_call(stage: &str, role: Role, took: Duration, failure: Option<&Fail
         }
         let handles = stages.get_mut(stage).expect("registered above");
         handles.duration.record(took.as_secs_f64());
-        if let Some(kind) = failure {
-            let kind = kind.label();
+        if let Some(failure) = failure {
+            let kind = failure.label;
             handles
                 .failures
                 .entry(kind)

@@ -86,11 +86,11 @@ fn describe() {
 }
 
 /// The current metrics as Prometheus text, after setting the gauges to `queue_depth` and
-/// the process's resident memory now.
-pub fn render(queue_depth: usize) -> String {
+/// the process's `resident_bytes` now.
+pub fn render(queue_depth: usize, resident_bytes: Option<u64>) -> String {
     let handle = install();
     metrics::gauge!(names::QUEUE_DEPTH).set(queue_depth as f64);
-    if let Some(bytes) = crate::memory::resident_bytes() {
+    if let Some(bytes) = resident_bytes {
         metrics::gauge!(names::RESIDENT_MEMORY).set(bytes as f64);
     }
     handle.render()

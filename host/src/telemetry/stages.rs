@@ -2,10 +2,9 @@
 //! calls, failures by kind and the last few errors.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::Mutex;
+use std::fmt::Display;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use crate::pipeline::FailureKind;
 
 /// Recent call durations kept per stage for the percentiles.
 const RECENT_CALLS: usize = 1000;
@@ -22,11 +21,25 @@ pub struct StageFigures {
     pub last_errors: VecDeque<StageError>,
 }
 
-/// A failed call, as the Pipeline page lists it (the kind is formatted only when shown).
+/// How a stage call failed: a short label for counting (`timeout`), and what happened,
+/// formatted only when someone looks.
+#[derive(Clone)]
+pub struct StageFailure {
+    pub label: &'static str,
+    pub detail: Arc<dyn Display + Send + Sync>,
+}
+
+impl std::fmt::Debug for StageFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.label, self.detail)
+    }
+}
+
+/// A failed call, as the Pipeline page lists it.
 #[derive(Debug, Clone)]
 pub struct StageError {
     pub at_unix_ms: u64,
-    pub kind: FailureKind,
+    pub failure: StageFailure,
 }
 
 impl StageFigures {
@@ -59,7 +72,7 @@ impl StageStats {
         &self,
         stage: &str,
         took: Duration,
-        failure: Option<&FailureKind>,
+        failure: Option<&StageFailure>,
         now_unix_ms: u64,
     ) {
         let mut stages = self.stages.lock().unwrap_or_else(|e| e.into_inner());
@@ -74,14 +87,14 @@ impl StageStats {
         figures
             .recent_micros
             .push_back(u32::try_from(took.as_micros()).unwrap_or(u32::MAX));
-        if let Some(kind) = failure {
-            *figures.failures.entry(kind.label()).or_default() += 1;
+        if let Some(failure) = failure {
+            *figures.failures.entry(failure.label).or_default() += 1;
             if figures.last_errors.len() == RECENT_ERRORS {
                 figures.last_errors.pop_front();
             }
             figures.last_errors.push_back(StageError {
                 at_unix_ms: now_unix_ms,
-                kind: kind.clone(),
+                failure: failure.clone(),
             });
         }
     }
@@ -103,7 +116,10 @@ mod tests {
         for ms in 1..=100 {
             stats.record("persona", Duration::from_millis(ms), None, 0);
         }
-        let timeout = FailureKind::Timeout(Duration::from_millis(300));
+        let timeout = StageFailure {
+            label: "timeout",
+            detail: Arc::new("ran longer than its 300ms limit"),
+        };
         for at in 0..7 {
             stats.record("weather", Duration::from_millis(300), Some(&timeout), at);
         }
@@ -118,7 +134,7 @@ mod tests {
         assert_eq!(weather.last_errors.len(), RECENT_ERRORS);
         assert_eq!(weather.last_errors.back().unwrap().at_unix_ms, 6);
         assert_eq!(
-            weather.last_errors[0].kind.to_string(),
+            weather.last_errors[0].failure.detail.to_string(),
             "ran longer than its 300ms limit"
         );
         assert_eq!(stats.of("unknown").calls, 0);

@@ -12,7 +12,6 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::Level;
 
 use super::State;
-use crate::chat::Replies;
 use crate::telemetry::logs::{self, LogLine};
 
 #[derive(Debug, Deserialize)]
@@ -37,8 +36,8 @@ fn event(line: &LogLine) -> Event {
         .data(data.to_string())
 }
 
-pub async fn stream<R: Replies>(
-    state: State<R>,
+pub async fn stream(
+    state: State,
     Query(filter): Query<Filter>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let wanted = threshold(&filter);

@@ -20,33 +20,44 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
-use crate::chat::{ChatService, Replies};
-use crate::config::DashboardConfig;
+use crate::background::Background;
+use crate::chat::ChatService;
 use crate::pipeline::Reloader;
 use crate::schedule::Scheduler;
+use crate::secret::Secret;
+use crate::store::Activity;
 
-/// What the pages read and act on.
-pub struct Dashboard<R: Replies> {
-    pub chat: Arc<ChatService<R>>,
-    pub tasks: Arc<Scheduler<R>>,
-    pub reloader: Arc<Reloader>,
+/// The dashboard's settings (read from the environment by `config`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DashboardConfig {
+    /// `DASHBOARD_ADDR` (default `127.0.0.1:8080`; set to empty or `off`: no dashboard).
+    pub addr: Option<SocketAddr>,
+    /// `DASHBOARD_TOKEN`: the login, and the bearer token for `/metrics`. Without one, the
+    /// dashboard is open to whoever can reach the address, which must then be loopback.
+    pub token: Option<Secret>,
 }
 
-struct AppState<R: Replies> {
-    parts: Dashboard<R>,
+/// What the pages read and act on.
+pub struct Dashboard {
+    pub chat: Arc<ChatService>,
+    pub tasks: Arc<Scheduler>,
+    pub reloader: Arc<Reloader>,
+    /// Per-chat counts for the Chats page.
+    pub activity: Activity,
+}
+
+struct AppState {
+    parts: Dashboard,
     auth: Arc<auth::Auth>,
     shutdown: CancellationToken,
 }
 
-type State<R> = axum::extract::State<Arc<AppState<R>>>;
+type State = axum::extract::State<Arc<AppState>>;
 
-/// Starts serving the dashboard if `config` has an address; returns at once. A port already
-/// in use is logged, and the bot runs on without a dashboard.
-pub async fn start<R: Replies>(
-    config: &DashboardConfig,
-    parts: Dashboard<R>,
-    shutdown: CancellationToken,
-) {
+/// Starts serving the dashboard in `background` if `config` has an address; returns at
+/// once. A port already in use is logged, and the bot runs on without a dashboard.
+pub async fn start(config: &DashboardConfig, parts: Dashboard, background: &Background) {
+    let shutdown = background.shutdown().clone();
     let Some(addr) = config.addr else {
         return;
     };
@@ -75,7 +86,7 @@ pub async fn start<R: Replies>(
         "open on loopback, no login"
     };
     tracing::info!("dashboard on http://{bound}/ ({login})");
-    tokio::spawn(async move {
+    background.spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await;
@@ -85,32 +96,29 @@ pub async fn start<R: Replies>(
     });
 }
 
-fn router<R: Replies>(state: Arc<AppState<R>>, auth: Arc<auth::Auth>) -> Router {
+fn router(state: Arc<AppState>, auth: Arc<auth::Auth>) -> Router {
     let pages = Router::new()
-        .route("/", get(pages::overview::<R>))
-        .route("/pipeline", get(pages::pipeline::<R>))
-        .route("/pipeline/reload", post(pages::reload::<R>))
-        .route("/logs", get(pages::logs::<R>))
-        .route("/logs/stream", get(live::stream::<R>))
-        .route("/tasks", get(pages::tasks::<R>))
-        .route("/tasks/cancel", post(pages::cancel_task::<R>))
-        .route("/chats", get(pages::chats::<R>))
-        .route("/logout", post(pages::logout::<R>))
+        .route("/", get(pages::overview))
+        .route("/pipeline", get(pages::pipeline))
+        .route("/pipeline/reload", post(pages::reload))
+        .route("/logs", get(pages::logs))
+        .route("/logs/stream", get(live::stream))
+        .route("/tasks", get(pages::tasks))
+        .route("/tasks/cancel", post(pages::cancel_task))
+        .route("/chats", get(pages::chats))
+        .route("/logout", post(pages::logout))
         .route_layer(axum::middleware::from_fn_with_state(auth, auth::guard));
     Router::new()
         .merge(pages)
-        .route(
-            "/login",
-            get(pages::login_form::<R>).post(pages::login::<R>),
-        )
-        .route("/metrics", get(metrics::<R>))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/metrics", get(metrics))
         .route("/assets/style.css", get(style))
         .route("/assets/logs.js", get(logs_script))
         .with_state(state)
 }
 
 /// `/metrics`: Prometheus text; the token as a bearer when one is configured.
-async fn metrics<R: Replies>(state: State<R>, headers: HeaderMap) -> axum::response::Response {
+async fn metrics(state: State, headers: HeaderMap) -> axum::response::Response {
     if !state.auth.bearer_ok(&headers) {
         return (
             StatusCode::UNAUTHORIZED,
@@ -119,7 +127,10 @@ async fn metrics<R: Replies>(state: State<R>, headers: HeaderMap) -> axum::respo
         )
             .into_response();
     }
-    let text = crate::telemetry::prometheus::render(state.parts.chat.queue_depth());
+    let text = crate::telemetry::prometheus::render(
+        state.parts.chat.queue_depth(),
+        crate::memory::resident_bytes(),
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -13,11 +13,12 @@ use serde::Deserialize;
 use super::State;
 use super::auth::{self, Auth, Login};
 use super::chart::{self, Style};
-use crate::chat::Replies;
 use crate::clock;
-use crate::schedule::{TaskKind, Zone};
+use crate::ids::{ChatId, TaskId};
+use crate::schedule::TaskKind;
 use crate::store::ChatCounts;
 use crate::telemetry::{self, Bucket};
+use crate::zone::Zone;
 
 /// What every page's frame needs: which tab is open, whether there is a session to end.
 struct Frame {
@@ -25,7 +26,7 @@ struct Frame {
     logout: bool,
 }
 
-fn frame<R: Replies>(state: &State<R>, page: &'static str) -> Frame {
+fn frame(state: &State, page: &'static str) -> Frame {
     Frame {
         page,
         logout: state.auth.required(),
@@ -47,8 +48,8 @@ fn render(page: impl Template) -> Response {
 }
 
 /// The zone the dashboard shows times in and counts "today" by: `TIMEZONE`.
-fn zone<R: Replies>(state: &State<R>) -> Zone {
-    Zone::parse(state.parts.chat.default_time_zone()).unwrap_or_else(|_| Zone::utc())
+fn zone(state: &State) -> Zone {
+    state.parts.chat.preferences().default_zone().clone()
 }
 
 /// "3 d 4 h", "2 h 5 min", "40 s".
@@ -94,7 +95,7 @@ struct OverviewPage {
     zone: String,
 }
 
-pub async fn overview<R: Replies>(state: State<R>) -> Response {
+pub async fn overview(state: State) -> Response {
     let status = state.parts.chat.status().await;
     let zone = zone(&state);
     let now = clock::unix_ms();
@@ -225,7 +226,7 @@ struct PipelinePage {
     reload: Option<ReloadView>,
 }
 
-pub async fn pipeline<R: Replies>(state: State<R>) -> Response {
+pub async fn pipeline(state: State) -> Response {
     let zone = zone(&state);
     let now = clock::unix_ms();
     let when = |unix_ms: u64| zone.format(unix_ms, now);
@@ -257,7 +258,7 @@ pub async fn pipeline<R: Replies>(state: State<R>) -> Response {
                     .last_errors
                     .iter()
                     .rev()
-                    .map(|e| (when(e.at_unix_ms), e.kind.to_string()))
+                    .map(|e| (when(e.at_unix_ms), e.failure.detail.to_string()))
                     .collect(),
             }
         })
@@ -281,7 +282,7 @@ pub async fn pipeline<R: Replies>(state: State<R>) -> Response {
 }
 
 /// Reloads the pipeline; the Pipeline page shows the outcome.
-pub async fn reload<R: Replies>(state: State<R>) -> Redirect {
+pub async fn reload(state: State) -> Redirect {
     // The outcome is recorded by the reloader (and logged) whatever it was.
     let _ = state.parts.reloader.reload("dashboard").await;
     Redirect::to("/pipeline")
@@ -294,7 +295,7 @@ struct LogsPage {
     capacity: usize,
 }
 
-pub async fn logs<R: Replies>(state: State<R>) -> Response {
+pub async fn logs(state: State) -> Response {
     render(LogsPage {
         frame: frame(&state, "logs"),
         capacity: telemetry::logs::CAPACITY,
@@ -302,8 +303,8 @@ pub async fn logs<R: Replies>(state: State<R>) -> Response {
 }
 
 struct TaskRow {
-    id: i64,
-    chat_id: i64,
+    id: TaskId,
+    chat_id: ChatId,
     kind: &'static str,
     schedule: String,
     next: String,
@@ -318,7 +319,7 @@ struct TasksPage {
 }
 
 /// Every chat's tasks: when, how often, how the last firing went — not what they say.
-pub async fn tasks<R: Replies>(state: State<R>) -> Response {
+pub async fn tasks(state: State) -> Response {
     let zone = zone(&state);
     let now = clock::unix_ms();
     let outcomes = telemetry::stats()
@@ -344,7 +345,7 @@ pub async fn tasks<R: Replies>(state: State<R>) -> Response {
                 },
                 schedule: task.recurrence.unwrap_or_else(|| "once".into()),
                 next: task.next,
-                last: outcomes.get(&task.id).map_or_else(
+                last: outcomes.get(&task.id.0).map_or_else(
                     || "not fired since the bot started".into(),
                     |o| format!("{} ({})", o.outcome, zone.format(o.at_unix_ms, now)),
                 ),
@@ -363,8 +364,9 @@ pub struct CancelForm {
     id: i64,
 }
 
-pub async fn cancel_task<R: Replies>(state: State<R>, Form(form): Form<CancelForm>) -> Response {
-    match state.parts.tasks.cancel(form.chat_id, form.id).await {
+pub async fn cancel_task(state: State, Form(form): Form<CancelForm>) -> Response {
+    let (chat_id, id) = (ChatId(form.chat_id), TaskId(form.id));
+    match state.parts.tasks.cancel(chat_id, id).await {
         Ok(_) => Redirect::to("/tasks").into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -381,12 +383,12 @@ struct ChatsPage {
     chats: Result<Vec<ChatCounts>, String>,
 }
 
-pub async fn chats<R: Replies>(state: State<R>) -> Response {
+pub async fn chats(state: State) -> Response {
     let since = clock::unix_ms().saturating_sub(24 * 60 * 60 * 1000);
     let chats = state
         .parts
-        .chat
-        .chat_counts(since)
+        .activity
+        .chats(since)
         .await
         .map_err(|e| e.to_string());
     render(ChatsPage {
@@ -401,7 +403,7 @@ struct LoginPage {
     error: Option<&'static str>,
 }
 
-pub async fn login_form<R: Replies>(state: State<R>) -> Response {
+pub async fn login_form(state: State) -> Response {
     if !state.auth.required() {
         return Redirect::to("/").into_response();
     }
@@ -413,8 +415,8 @@ pub struct LoginForm {
     token: String,
 }
 
-pub async fn login<R: Replies>(
-    state: State<R>,
+pub async fn login(
+    state: State,
     client: ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
@@ -450,7 +452,7 @@ pub async fn login<R: Replies>(
     }
 }
 
-pub async fn logout<R: Replies>(state: State<R>, headers: HeaderMap) -> Response {
+pub async fn logout(state: State, headers: HeaderMap) -> Response {
     state.auth.log_out(&headers);
     (
         [(header::SET_COOKIE, Auth::expired_cookie())],

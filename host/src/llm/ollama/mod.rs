@@ -2,24 +2,24 @@
 //! `/api/show`.
 //!
 //! - `wire` — Ollama's JSON and its mapping to the crate's types;
-//! - `stream` — the streamed answer's NDJSON lines, read within the answer's deadlines.
+//! - `stream` — the streamed answer's wire format: NDJSON lines.
 
 mod stream;
 mod wire;
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use tracing::debug;
 
-use super::http::{ErrorAnswer, Server, root_cause};
+use super::answer;
+use super::http::{ErrorAnswer, Server};
 use super::prompt_cache::PromptCache;
 use super::{
     Api, LlmBackend, LlmError, ModelInfo, ReplyStream, RunningModel, Timeouts, find_model,
 };
 use crate::prompt::Prompt;
-use stream::ReplyReader;
+use stream::NdjsonLines;
 use wire::{ChatRequest, ModelList, ShowRequest, ShowResponse};
 
 /// Where Ollama is and how long to wait for it.
@@ -63,14 +63,8 @@ impl OllamaClient {
         let body = ChatRequest::new(prompt, self.keep_alive.as_deref());
         let request = self.server.post("/api/chat").json(&body);
         // Ollama loads the model before it answers, so the headers count as the first token.
-        let (response, clock) = self
-            .server
-            .start_answer(request, |answer| status_error(answer, Some(&prompt.model)))
-            .await?;
-        let body = response
-            .bytes_stream()
-            .map(|chunk| chunk.map_err(|e| LlmError::Interrupted(root_cause(&e))));
-        let answer = ReplyReader::new(Box::pin(body), clock).into_stream();
+        let status_error = |answer| status_error(answer, Some(&prompt.model));
+        let answer = answer::stream(&self.server, request, status_error, NdjsonLines).await?;
         Ok(self.prompt_cache.track(prompt, answer))
     }
 

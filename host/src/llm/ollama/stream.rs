@@ -1,121 +1,56 @@
-//! The streamed `/api/chat` answer: NDJSON lines read from the body's chunks and turned
-//! into reply events, within the answer's deadlines (first token, idle, total).
+//! Ollama's streamed `/api/chat` answer: NDJSON lines, each one [`ChatLine`], cut from the
+//! body's chunks (a chunk may end inside a line, even inside a character).
 
-use std::collections::VecDeque;
-
-use futures_util::stream::{self, Stream, StreamExt};
-use tokio::time::{Instant, timeout_at};
-use tracing::debug;
+use futures_util::stream::{self, BoxStream, StreamExt};
 
 use super::wire::ChatLine;
-use crate::llm::timeouts::Clock;
-use crate::llm::{LlmError, ReplyEvent, ReplyStream};
+use crate::llm::LlmError;
+use crate::llm::answer::{Body, Decoded, WireFormat};
 
-/// Turns a body's chunks into reply events, enforcing the clock's deadlines.
-pub struct ReplyReader<S> {
-    body: S,
-    lines: LineSplitter,
-    pending: VecDeque<Result<ReplyEvent, LlmError>>,
-    clock: Clock,
-    last_chunk: Option<Instant>,
-    finished: bool,
-}
+/// Ollama's wire format for [`crate::llm::answer`].
+pub struct NdjsonLines;
 
-impl<S, B> ReplyReader<S>
-where
-    S: Stream<Item = Result<B, LlmError>> + Unpin + Send + 'static,
-    B: AsRef<[u8]>,
-{
-    pub fn new(body: S, clock: Clock) -> Self {
-        let (lines, pending) = (LineSplitter::default(), VecDeque::new());
-        Self {
-            body,
-            lines,
-            pending,
-            clock,
-            last_chunk: None,
-            finished: false,
-        }
-    }
+impl WireFormat for NdjsonLines {
+    type Frame = Vec<u8>;
 
-    pub fn into_stream(self) -> ReplyStream {
-        stream::unfold(self, |mut reader| async move {
-            let event = reader.next_event().await?;
-            Some((event, reader))
+    const SPEAKER: &'static str = "Ollama";
+
+    fn frames(body: Body) -> BoxStream<'static, Result<Vec<u8>, LlmError>> {
+        let state = (body, LineSplitter::default(), false);
+        stream::unfold(state, |(mut body, mut lines, mut ended)| async move {
+            loop {
+                if let Some(line) = lines.next_line() {
+                    return Some((Ok(line), (body, lines, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                match body.next().await {
+                    Some(Ok(chunk)) => lines.push(&chunk),
+                    Some(Err(error)) => return Some((Err(error), (body, lines, true))),
+                    None => {
+                        ended = true;
+                        if let Some(rest) = lines.take_rest() {
+                            return Some((Ok(rest), (body, lines, ended)));
+                        }
+                    }
+                }
+            }
         })
         .boxed()
     }
 
-    async fn next_event(&mut self) -> Option<Result<ReplyEvent, LlmError>> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Some(event);
-            }
-            if self.finished {
-                return None;
-            }
-            match self.lines.next_line() {
-                Some(line) => self.take_line(&line),
-                None => self.read_chunk().await,
-            }
-        }
-    }
-
-    async fn read_chunk(&mut self) {
-        let (deadline, timeout_error) = self.clock.deadline(self.last_chunk);
-        match timeout_at(deadline, self.body.next()).await {
-            Ok(Some(Ok(chunk))) => {
-                self.last_chunk = Some(Instant::now());
-                self.lines.push(chunk.as_ref());
-            }
-            Ok(Some(Err(error))) => self.fail(error),
-            Ok(None) => self.end_of_body(),
-            Err(_) => {
-                debug!(error = %timeout_error, "ollama: reply timed out");
-                self.fail(timeout_error);
-            }
-        }
-    }
-
-    fn end_of_body(&mut self) {
-        if let Some(line) = self.lines.take_rest() {
-            self.take_line(&line);
-        }
-        if !self.finished {
-            self.fail(LlmError::Protocol(
-                "the answer ended before Ollama said it was done".into(),
-            ));
-        }
-    }
-
-    fn take_line(&mut self, line: &[u8]) {
-        let events = match serde_json::from_slice::<ChatLine>(line) {
+    /// Every line is the model at work: Ollama sends one per token, and none while it
+    /// loads or reads the prompt.
+    fn decode(&mut self, line: Vec<u8>) -> Decoded {
+        let events = match serde_json::from_slice::<ChatLine>(&line) {
             Ok(parsed) => parsed.into_events(),
             Err(e) => vec![Err(LlmError::Protocol(format!("unreadable line: {e}")))],
         };
-        for event in events {
-            match &event {
-                Ok(ReplyEvent::Delta(_) | ReplyEvent::Notice(_)) => {}
-                Ok(ReplyEvent::Done(stats)) => {
-                    debug!(
-                        eval_count = stats.eval_count,
-                        tokens_per_second = stats.tokens_per_second(),
-                        "ollama: reply done"
-                    );
-                    self.finished = true;
-                }
-                Err(error) => {
-                    debug!(%error, "ollama: reply failed");
-                    self.finished = true;
-                }
-            }
-            self.pending.push_back(event);
+        Decoded {
+            events,
+            progress: true,
         }
-    }
-
-    fn fail(&mut self, error: LlmError) {
-        self.pending.push_back(Err(error));
-        self.finished = true;
     }
 }
 
@@ -158,7 +93,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::llm::GenerationStats;
+    use crate::llm::answer;
+    use crate::llm::timeouts::Clock;
+    use crate::llm::{GenerationStats, ReplyEvent};
 
     const STREAM: &str = concat!(
         "{\"message\":{\"role\":\"assistant\",\"content\":\"Grüß\"},\"done\":false}\n",
@@ -187,9 +124,9 @@ mod tests {
     }
 
     async fn events_of(chunks: Vec<Vec<u8>>) -> Vec<Result<ReplyEvent, LlmError>> {
-        let body = stream::iter(chunks.into_iter().map(Ok));
-        let reader = ReplyReader::new(body, Clock::start(crate::llm::Timeouts::default()));
-        reader.into_stream().collect().await
+        let body = stream::iter(chunks.into_iter().map(|c| Ok(c.into()))).boxed();
+        let clock = Clock::start(crate::llm::Timeouts::default());
+        answer::read(body, clock, NdjsonLines).collect().await
     }
 
     #[test]

@@ -2,25 +2,25 @@
 //! server: streamed `POST /chat/completions`, `GET /models`, and llama-server's `/props`.
 //!
 //! - `wire` — the API's JSON and its mapping to the crate's types;
-//! - `stream` — the streamed answer's Server-Sent Events, read within the deadlines.
+//! - `stream` — the streamed answer's wire format: Server-Sent Events.
 
 mod stream;
 mod wire;
 
 use std::sync::Arc;
 
-use eventsource_stream::Eventsource;
 use futures_util::future::BoxFuture;
 use tracing::debug;
 
+use super::answer;
 use super::http::{ErrorAnswer, Server};
 use super::prompt_cache::PromptCache;
 use super::{
     Api, LlmBackend, LlmError, ModelInfo, ReplyStream, RunningModel, Timeouts, find_model,
 };
-use crate::config::Secret;
 use crate::prompt::Prompt;
-use stream::ReplyReader;
+use crate::secret::Secret;
+use stream::ServerSentEvents;
 use wire::{ChatRequest, ModelList, Props};
 
 /// Where the server is (`LLM_URL`, e.g. `http://gpu-box:8000/v1`), its key, its waits.
@@ -59,12 +59,9 @@ impl OpenAiClient {
             .json(&ChatRequest::new(prompt));
         // These servers answer the headers at once and load nothing on demand: the first
         // token's deadline covers the wait for the headers and then the first text.
-        let (response, clock) = self
-            .server
-            .start_answer(request, |answer| status_error(answer, Some(&prompt.model)))
-            .await?;
-        let events = Box::pin(response.bytes_stream()).eventsource();
-        let answer = ReplyReader::new(events, clock).into_stream();
+        let status_error = |answer| status_error(answer, Some(&prompt.model));
+        let format = ServerSentEvents::requested_now();
+        let answer = answer::stream(&self.server, request, status_error, format).await?;
         Ok(self.prompt_cache.track(prompt, answer))
     }
 

@@ -1,42 +1,35 @@
-//! The streamed chat-completions answer: Server-Sent Events (parsed by
-//! `eventsource-stream`) turned into reply events, within the answer's deadlines.
+//! The OpenAI API's streamed chat completion: Server-Sent Events (parsed by
+//! `eventsource-stream`) whose `data` is a chunk of the answer, `[DONE]` at the end.
 
 use std::time::Duration;
 
-use eventsource_stream::{Event, EventStreamError};
-use futures_util::stream::{self, Stream, StreamExt};
-use tokio::time::{Instant, timeout_at};
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures_util::stream::{BoxStream, StreamExt};
+use tokio::time::Instant;
 use tracing::debug;
 
 use super::wire::{StreamEvent, Timings, Usage};
+use crate::llm::answer::{Body, Decoded, WireFormat};
 use crate::llm::http::shorten;
-use crate::llm::timeouts::Clock;
-use crate::llm::{GenerationStats, LlmError, ReplyEvent, ReplyStream};
+use crate::llm::{GenerationStats, LlmError, ReplyEvent};
 
-/// Reads events until `data: [DONE]`, an error, or a deadline.
-pub struct ReplyReader<S> {
-    events: S,
-    clock: Clock,
+/// The OpenAI API's wire format for [`crate::llm::answer`], and what it has read so far
+/// for the answer's figures.
+pub struct ServerSentEvents {
     requested: Instant,
-    /// When the first and the latest token arrived.
+    /// When the first and the latest text arrived.
     first_token: Option<Instant>,
     last_token: Option<Instant>,
     tokens: u64,
     usage: Option<Usage>,
     timings: Option<Timings>,
     finish_reason: Option<String>,
-    finished: bool,
 }
 
-impl<S, E> ReplyReader<S>
-where
-    S: Stream<Item = Result<Event, EventStreamError<E>>> + Unpin + Send + 'static,
-    E: std::fmt::Display,
-{
-    pub fn new(events: S, clock: Clock) -> Self {
+impl ServerSentEvents {
+    /// For an answer requested now (the prompt's time is measured from here).
+    pub fn requested_now() -> Self {
         Self {
-            events,
-            clock,
             requested: Instant::now(),
             first_token: None,
             last_token: None,
@@ -44,53 +37,25 @@ where
             usage: None,
             timings: None,
             finish_reason: None,
-            finished: false,
         }
     }
 
-    pub fn into_stream(self) -> ReplyStream {
-        stream::unfold(self, |mut reader| async move {
-            let event = reader.next_event().await?;
-            Some((event, reader))
-        })
-        .boxed()
-    }
-
-    async fn next_event(&mut self) -> Option<Result<ReplyEvent, LlmError>> {
-        while !self.finished {
-            // Keep-alive comments and the role-only first chunk do not count as progress:
-            // the deadline is the first token's until text arrives, then the idle one.
-            let (deadline, timeout_error) = self.clock.deadline(self.last_token);
-            let event = match timeout_at(deadline, self.events.next()).await {
-                Err(_) => return self.fail(timeout_error),
-                Ok(None) => return self.end_of_body(),
-                Ok(Some(Err(error))) => return self.fail(read_error(error)),
-                Ok(Some(Ok(event))) => event,
-            };
-            if let Some(reply) = self.take(&event.data) {
-                return Some(reply);
-            }
-        }
-        None
-    }
-
-    /// One event's `data`; `None` when it carries nothing for the user.
+    /// One event's `data`: the events it carries for the user, if any.
     fn take(&mut self, data: &str) -> Option<Result<ReplyEvent, LlmError>> {
         let data = data.trim();
         if data.is_empty() {
             return None;
         }
         if data == "[DONE]" {
-            self.finished = true;
             return Some(Ok(ReplyEvent::Done(self.stats())));
         }
         let event: StreamEvent = match serde_json::from_str(data) {
             Ok(event) => event,
-            Err(e) => return self.fail(LlmError::Protocol(format!("unreadable event: {e}"))),
+            Err(e) => return Some(Err(LlmError::Protocol(format!("unreadable event: {e}")))),
         };
         if let Some(error) = event.error {
             debug!(message = %error.message, "openai: error mid-stream");
-            return self.fail(LlmError::Generation(shorten(&error.message)));
+            return Some(Err(LlmError::Generation(shorten(&error.message))));
         }
         if let Some(usage) = event.usage {
             self.usage = Some(usage);
@@ -116,28 +81,6 @@ where
         self.tokens += 1;
         Some(Ok(ReplyEvent::Delta(text)))
     }
-
-    /// A server that closes without `[DONE]` after saying why it finished is taken at its
-    /// word; one that just stops broke off.
-    fn end_of_body(&mut self) -> Option<Result<ReplyEvent, LlmError>> {
-        if self.finished {
-            return None;
-        }
-        self.finished = true;
-        Some(match self.finish_reason {
-            Some(_) => Ok(ReplyEvent::Done(self.stats())),
-            None => Err(LlmError::Protocol(
-                "the answer ended before the server said it was done".into(),
-            )),
-        })
-    }
-
-    fn fail(&mut self, error: LlmError) -> Option<Result<ReplyEvent, LlmError>> {
-        debug!(%error, "openai: reply failed");
-        self.finished = true;
-        Some(Err(error))
-    }
-
     /// The usage chunk's counts when the server sent one, else the chunks counted; the
     /// generation time from the first token to the last — or llama-server's own `timings`,
     /// which split the prompt into cached and evaluated tokens and time the model alone.
@@ -179,19 +122,52 @@ where
     }
 }
 
-fn read_error<E: std::fmt::Display>(error: EventStreamError<E>) -> LlmError {
+impl WireFormat for ServerSentEvents {
+    type Frame = String;
+
+    const SPEAKER: &'static str = "the server";
+
+    fn frames(body: Body) -> BoxStream<'static, Result<String, LlmError>> {
+        body.eventsource()
+            .map(|event| event.map(|e| e.data).map_err(read_error))
+            .boxed()
+    }
+
+    /// Only text is progress: keep-alive comments and the role-only first chunk do not
+    /// hold off the first token's deadline.
+    fn decode(&mut self, data: String) -> Decoded {
+        let event = self.take(&data);
+        let progress = matches!(event, Some(Ok(ReplyEvent::Delta(_))));
+        Decoded {
+            events: event.into_iter().collect(),
+            progress,
+        }
+    }
+
+    /// A server that closes without `[DONE]` after saying why it finished is taken at its
+    /// word; one that just stops broke off.
+    fn end_of_body(&mut self) -> Option<ReplyEvent> {
+        self.finish_reason
+            .is_some()
+            .then(|| ReplyEvent::Done(self.stats()))
+    }
+}
+
+fn read_error(error: EventStreamError<LlmError>) -> LlmError {
     match error {
-        EventStreamError::Transport(e) => LlmError::Interrupted(e.to_string()),
+        EventStreamError::Transport(error) => error,
         other => LlmError::Protocol(format!("unreadable event stream: {other}")),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use eventsource_stream::Eventsource;
+    use futures_util::stream;
 
     use super::*;
     use crate::llm::Timeouts;
+    use crate::llm::answer;
+    use crate::llm::timeouts::Clock;
 
     /// As llama-server and vLLM send it: a keep-alive comment, a role chunk with null
     /// content, text, the finish reason, the usage chunk, `[DONE]`.
@@ -208,9 +184,11 @@ mod tests {
     );
 
     async fn events_of(chunks: Vec<Vec<u8>>) -> Vec<Result<ReplyEvent, LlmError>> {
-        let body = stream::iter(chunks.into_iter().map(Ok::<_, std::io::Error>));
-        let reader = ReplyReader::new(body.eventsource(), Clock::start(Timeouts::default()));
-        reader.into_stream().collect().await
+        let body = stream::iter(chunks.into_iter().map(|c| Ok(c.into()))).boxed();
+        let clock = Clock::start(Timeouts::default());
+        answer::read(body, clock, ServerSentEvents::requested_now())
+            .collect()
+            .await
     }
 
     fn texts_and_end(events: &[Result<ReplyEvent, LlmError>]) -> (String, String) {
@@ -325,11 +303,15 @@ mod tests {
         // A keep-alive every second, forever, and never a token.
         let body = stream::unfold((), |()| async {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            Some((Ok::<_, std::io::Error>(b": keep-alive\n\n".to_vec()), ()))
+            Some((Ok(b": keep-alive\n\n".as_slice().into()), ()))
         })
         .boxed();
-        let reader = ReplyReader::new(body.eventsource(), Clock::start(timeouts));
-        let events: Vec<_> = reader.into_stream().collect().await;
+        let answer = answer::read(
+            body,
+            Clock::start(timeouts),
+            ServerSentEvents::requested_now(),
+        );
+        let events: Vec<_> = answer.collect().await;
         assert_eq!(
             events,
             vec![Err(LlmError::FirstTokenTimeout(Duration::from_secs(10)))]

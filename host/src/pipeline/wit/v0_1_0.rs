@@ -17,6 +17,16 @@ pub use exports::pi_agent::pipeline::shaper::GuestIndices as ShaperIndices;
 
 shared_conversions!();
 chat_context_conversion!();
+host_interface!();
+stage_exports!("0.1.0");
+
+/// A formatter's prompt in host types: 0.1.0 cannot see the response format, so it passes
+/// through unchanged.
+fn prompt_from_guest(called_with: &prompt::Prompt, guest: types::Prompt) -> prompt::Prompt {
+    let mut next: prompt::Prompt = guest.into();
+    next.options.format = called_with.options.format.clone();
+    next
+}
 
 impl From<&prompt::GenerationOptions> for types::Options {
     fn from(o: &prompt::GenerationOptions) -> Self {
@@ -51,7 +61,7 @@ impl From<types::Options> for prompt::GenerationOptions {
             num_ctx,
             seed,
             stop,
-            // 0.1.0 has no structured output; the stage keeps what the prompt had.
+            // 0.1.0 has no structured output: `prompt_from_guest` keeps what the prompt had.
             format: None,
         }
     }

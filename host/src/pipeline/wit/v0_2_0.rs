@@ -26,3 +26,6 @@ shared_conversions!();
 structured_output_conversions!();
 // 0.2.0 has neither the time zone nor the scheduler's run.
 chat_context_conversion!();
+host_interface!();
+kv_interface!();
+stage_exports!("0.2.0");

@@ -22,20 +22,15 @@ pub use self::pi_agent::pipeline::types;
 pub use exports::pi_agent::pipeline::formatter::GuestIndices as FormatterIndices;
 pub use exports::pi_agent::pipeline::shaper::GuestIndices as ShaperIndices;
 
-/// What guests are told when the host does not know the chat's zone: the contract promises
-/// an IANA name, never an empty string.
-const UNKNOWN_TIME_ZONE: &str = "UTC";
-
 shared_conversions!();
 structured_output_conversions!();
 chat_context_conversion!(|ctx| {
-    time_zone: if ctx.time_zone.is_empty() {
-        UNKNOWN_TIME_ZONE.to_owned()
-    } else {
-        ctx.time_zone.clone()
-    },
+    time_zone: ctx.time_zone.name().to_owned(),
     scheduled: ctx.scheduled.map(Into::into),
 });
+host_interface!();
+kv_interface!();
+stage_exports!("0.3.0");
 
 impl From<prompt::ScheduledRun> for types::ScheduledRun {
     fn from(run: prompt::ScheduledRun) -> Self {
@@ -45,7 +40,7 @@ impl From<prompt::ScheduledRun> for types::ScheduledRun {
             late,
         } = run;
         Self {
-            task_id,
+            task_id: task_id.0,
             due_unix_ms,
             late,
         }

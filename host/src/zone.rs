@@ -23,6 +23,12 @@ pub struct Zone {
 )]
 pub struct UnknownZone(String);
 
+impl Default for Zone {
+    fn default() -> Self {
+        Self::utc()
+    }
+}
+
 impl Zone {
     pub fn utc() -> Self {
         Self {
