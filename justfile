@@ -4,6 +4,10 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 # Guests shipped in guests/dist/ (the default pipeline's stages).
 guests := "persona telegram-html weather news calendar"
+# The guests the tests build (tests/build.rs builds exactly these, in one cargo call): the
+# shipped ones and the test guests. Built together, they share one feature set of the SDK
+# and its dependencies, so a build of some of them reuses what a build of all left behind.
+test_guests := guests + " hostile not-a-stage legacy-shout legacy-kv"
 # Guests written in Python (guests/NAME/app.py), built with componentize-py into guests/dist/ too.
 py_guests := "py-persona py-redact"
 # One target dir for guests, shared with the test build, so nothing is built twice.
@@ -80,10 +84,11 @@ pi-agent *args:
     cargo run -p pi-agent -- {{args}}
 
 # Run every test: unit, integration (hostile guests, limits, CLI, the bot end to end) and
-# the shipped guest fixtures (tests/tests/cli.rs runs `pipeline test` on them, with the
-# guests built exactly as `just build-guests` builds them)
+# the shipped guest fixtures (tests/suite/cli.rs runs `pipeline test` on them, with the
+# guests built exactly as `just build-guests` builds them). Four tests per core: most of
+# them wait on a bot process, a fake server or a timer, not on the CPU.
 test:
-    cargo test
+    RUST_TEST_THREADS="${RUST_TEST_THREADS:-$(( $(nproc) * 4 ))}" cargo test
 
 # Type-check everything and check formatting
 check:
@@ -106,27 +111,27 @@ bench:
 # The bot's memory over a first day (cold start, restart, 30 messages, hot swap, 50 chats);
 # BEFORE=<pi-agent binary> adds a column measured the same way in the same run
 memory BEFORE="":
-    PI_AGENT_BEFORE="{{BEFORE}}" cargo bench -p pi-agent-tests --bench memory
+    PI_AGENT_BEFORE="{{BEFORE}}" cargo bench -p pi-agent-tests -- memory
 
 # What 1,000 scheduled tasks across 100 chats cost the idle bot: CPU and RSS, before and after
 bench-tasks:
-    cargo bench -p pi-agent-tests --bench tasks
+    cargo bench -p pi-agent-tests -- tasks
 
 # What the dashboard costs: idle RSS with it off and on, and ns per recorded metric
 bench-dashboard:
-    cargo bench -p pi-agent-tests --bench dashboard
+    cargo bench -p pi-agent-tests -- dashboard
 
 # First-token latency the host adds on the OpenAI path vs the Ollama path, against the fakes
 bench-llm:
-    cargo bench -p pi-agent-tests --bench llm
+    cargo bench -p pi-agent-tests -- llm
 
 # A 40-turn conversation on a simulated Pi (prompt 20 tokens/s, one cache slot): tokens evaluated and time to the first word per turn, old window vs new
 bench-pi:
-    cargo bench -p pi-agent-tests --bench pi
+    cargo bench -p pi-agent-tests -- pi
 
 # What a guest in Python costs next to the same guest in Rust: size, compile, load, per message, the bot's RSS
 bench-python:
-    cargo bench -p pi-agent-tests --bench python
+    cargo bench -p pi-agent-tests -- python
 
 # What CI runs
 ci: check lint test
@@ -180,7 +185,10 @@ check-qemu: (dist "aarch64")
     #!/usr/bin/env bash
     set -euo pipefail
     command -v qemu-aarch64-static >/dev/null 2>&1 || { echo "needs qemu-aarch64-static: apt-get install -y qemu-user-static" >&2; exit 1; }
-    cargo build --quiet --profile guest --target wasm32-wasip2 --target-dir {{guest_target}} -p hostile
+    # With the tests' set, not alone: hostile alone resolves other features of the SDK and
+    # would build it a second time.
+    packages=(); for g in {{test_guests}}; do packages+=(-p "$g"); done
+    cargo build --quiet --profile guest --target wasm32-wasip2 --target-dir {{guest_target}} "${packages[@]}"
     hostile="$PWD/{{guest_target}}/wasm32-wasip2/guest/hostile.wasm"
     # A copy outside the repository, as on a Pi, in a clean environment: neither this
     # shell's variables nor a .env here (dotenv looks in parent directories) reach the binary.

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::background::Background;
 use crate::chat::{AdminNotice, ChatService, Replies};
+use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::health::Heartbeat;
 use crate::llm;
@@ -120,7 +121,12 @@ pub async fn run_bot(config: Config, shutdown: CancellationToken) -> anyhow::Res
         async move { service.run_workers(shutdown).await }
     });
     // After recovery: a task's firing left pending by the last run is not fired again.
-    let tasks = Scheduler::new(service.clone(), database.tasks(), config.schedule.clone());
+    let tasks = Scheduler::new(
+        service.clone(),
+        database.tasks(),
+        config.schedule.clone(),
+        Arc::new(SystemClock),
+    );
     background.spawn(tasks.clone().run(shutdown.clone()));
     let tell_admins = move |failure: crate::pipeline::ReloadFailure| {
         let replies = replies.clone();

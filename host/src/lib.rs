@@ -3,7 +3,7 @@
 //! # Rooms and which way they depend
 //!
 //! Each module below is a room; a room imports only the rooms on its line, and nothing
-//! imports back up the list. The map is checked: `tests/tests/rooms.rs` reads every
+//! imports back up the list. The map is checked: `tests/suite/rooms.rs` reads every
 //! `crate::` path under `host/src/` (outside `#[cfg(test)]`) and fails when the code and
 //! this map disagree, or when the map has a circle.
 //!
@@ -19,7 +19,7 @@
 //! telegram  → background, chat, clock, health, ids, llm, pipeline, prompt, schedule, secret, store, telemetry, zone
 //! web       → background, chat, clock, ids, memory, pipeline, schedule, secret, store, telemetry, zone
 //! config    → chat, ids, llm, pipeline, prompt, schedule, secret, store, telegram, web, zone
-//! app       → background, chat, config, health, llm, memory, pipeline, schedule, store, telegram, web
+//! app       → background, chat, clock, config, health, llm, memory, pipeline, schedule, store, telegram, web
 //! cli       → app, background, chat, clock, config, health, ids, llm, pipeline, prompt, store, telegram, telemetry, zone
 //! ```
 //!
@@ -28,7 +28,8 @@
 //! the same jobs. Each room owns its settings struct; [`config`] only reads the
 //! environment and fills them in, so it sits near the top, not under everyone.
 //!
-//! - [`clock`] — wall-clock milliseconds, as the store and guests see them;
+//! - [`clock`] — wall-clock milliseconds, as the store and guests see them, and the wall
+//!   clock the scheduler sleeps on;
 //! - [`ids`] — the chat, user, job and task ids, as types that cannot be swapped;
 //! - [`zone`] — a chat's time zone;
 //! - [`secret`] — a value that never prints (tokens, passwords);

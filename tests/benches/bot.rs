@@ -1,7 +1,7 @@
 //! Benchmark: the real `pi-agent run` (release build) against the fake Telegram and the fake
 //! Ollama on loopback. Reports (does not assert) the bot's idle memory, and its memory and
 //! added latency with 50 chats writing at once, next to a minimal long-poll client measured
-//! over the same fake in the same run. Run with `cargo bench -p pi-agent-tests --bench bot`.
+//! over the same fake in the same run. Run with `cargo bench -p pi-agent-tests -- bot`.
 //!
 //! Definitions:
 //! - idle RSS: `VmRSS` of `/proc/<pid>/status`, 2 s after the bot's first `getUpdates`.
@@ -41,7 +41,7 @@ const REPLY_TOKENS: usize = 40;
 const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[tokio::main(flavor = "multi_thread")]
-async fn main() {
+pub async fn main() {
     let mut h = Harness::start(BINARY).await;
 
     // 1. Idle: three fresh bots one after the other (same data directory, as restarts on a

@@ -3,7 +3,7 @@
 //! (`127.0.0.1:0`), alternating starts in the same run, medians; and the nanoseconds one
 //! recording call takes — without a recorder (dashboard off) and with the Prometheus
 //! recorder installed — against a plain atomic add measured in the same run.
-//! Run with `just bench-dashboard` (or `cargo bench -p pi-agent-tests --bench dashboard`).
+//! Run with `just bench-dashboard` (or `cargo bench -p pi-agent-tests -- dashboard`).
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +22,7 @@ const CALLS: u32 = 200_000;
 const ROUNDS: usize = 11;
 
 #[tokio::main(flavor = "multi_thread")]
-async fn main() {
+pub async fn main() {
     let memory = idle_memory().await;
     let recording = recording_costs();
 

@@ -5,7 +5,7 @@
 //! baseline is the same request sent with plain reqwest, stopping at the first body chunk
 //! that carries text — what any client pays for the fake and loopback HTTP — measured in
 //! the same run, interleaved, in alternating order. Run with `just bench-llm` (or
-//! `cargo bench -p pi-agent-tests --bench llm`).
+//! `cargo bench -p pi-agent-tests -- llm`).
 
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ const WARM_UP: usize = 50;
 const FIRST_TOKEN_AFTER: Duration = Duration::ZERO;
 
 #[tokio::main(flavor = "multi_thread")]
-async fn main() {
+pub async fn main() {
     let ollama = FakeOllama::start().await;
     ollama.set_default_script(
         fake_ollama::Script::reply("one two three").with_token_delay(FIRST_TOKEN_AFTER),

@@ -2,7 +2,7 @@
 //! day, against the fake Telegram and the fake Ollama on loopback. Prints one table row per
 //! moment, one column per binary: this build's, and with `PI_AGENT_BEFORE=<path>` another
 //! one (say, a build of an earlier commit) measured the same way in the same run.
-//! Run with `just memory` (or `cargo bench -p pi-agent-tests --bench memory`).
+//! Run with `just memory` (or `cargo bench -p pi-agent-tests -- memory`).
 //!
 //! Moments, all `VmRSS` of `/proc/<pid>/status` unless said otherwise:
 //! - first start, cold compile cache: 10 s after the first `getUpdates`;
@@ -39,7 +39,7 @@ const MOMENTS: [&str; 5] = [
 ];
 
 #[tokio::main(flavor = "multi_thread")]
-async fn main() {
+pub async fn main() {
     let mut columns = vec![("this build".to_owned(), measure(THIS_BUILD).await)];
     if let Some(before) = std::env::var("PI_AGENT_BEFORE")
         .ok()

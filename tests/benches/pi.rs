@@ -20,7 +20,7 @@
 //! The simulated figures are deterministic (the same prompts give the same counts), so the
 //! three runs agree unless the bot's prompts differ from run to run.
 //!
-//! Run with `just bench-pi` (or `cargo bench -p pi-agent-tests --bench pi`).
+//! Run with `just bench-pi` (or `cargo bench -p pi-agent-tests -- pi`).
 
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ const SPEEDUP: f64 = 1000.0;
 const INTERLEAVED_AT: usize = 15;
 
 #[tokio::main(flavor = "multi_thread")]
-async fn main() {
+pub async fn main() {
     let conversation = conversation();
     let (q, a) = averages(&conversation);
     println!(

@@ -23,7 +23,7 @@ const FETCHES: usize = 300;
 
 /// On one thread, as a Pi's bot runs a message: guest calls are awaited in the task.
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
+pub async fn main() {
     let scratch = Scratch::default();
     let manifest = scratch.default_manifest();
     let engine = GuestEngine::new().expect("engine");

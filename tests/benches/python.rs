@@ -40,7 +40,7 @@ const SETTLE: Duration = Duration::from_secs(2);
 const PERSONA_CONFIG: &str = "[stage.config]\nsystem_prompt = \"You are a concise, friendly assistant running on a Raspberry Pi.\"\nfold_system_prompt = true\n";
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() {
+pub async fn main() {
     let rust = guests::PERSONA;
     let py = python(guests::PY_PERSONA);
     let scratch = Scratch::default();

@@ -11,7 +11,7 @@ use pi_agent_tests::guests;
 const ROUNDS: usize = 5;
 
 #[tokio::main]
-async fn main() {
+pub async fn main() {
     let mut h = Harness::start(env!("CARGO_BIN_EXE_pi-agent-cli")).await;
     let dir = h.scratch.path().join("swap");
     std::fs::create_dir_all(&dir).unwrap();

@@ -2,7 +2,7 @@
 //! `pi-agent run` (release build) against the fake Telegram and Ollama on loopback. The
 //! scheduler keeps no task in memory and sleeps on one timer until the next is due, so
 //! neither its CPU time nor its memory should grow with the number of tasks.
-//! Run with `just bench-tasks` (or `cargo bench -p pi-agent-tests --bench tasks`).
+//! Run with `just bench-tasks` (or `cargo bench -p pi-agent-tests -- tasks`).
 //!
 //! Idle CPU is measured over `IDLE` with nothing to do but the long polls (the fake
 //! Telegram holds each `getUpdates` for 2 s, so the bot polls more often than against the
@@ -23,7 +23,7 @@ const ROUNDS: usize = 3;
 const SETTLE: Duration = Duration::from_secs(3);
 
 #[tokio::main(flavor = "multi_thread")]
-async fn main() {
+pub async fn main() {
     let mut h = Harness::start(env!("CARGO_BIN_EXE_pi-agent-cli")).await;
     let allowed = (FIRST_CHAT..FIRST_CHAT + CHATS)
         .map(|c| c.to_string())

@@ -18,9 +18,11 @@ pub mod fake_ollama;
 pub mod fake_openai;
 pub mod fake_telegram;
 pub mod fake_weather;
+pub mod manual_clock;
 pub mod model_runner;
 pub mod proc_stats;
 pub mod samples;
+pub mod service;
 pub mod timing;
 
 /// Paths of the guests the build script compiled (`PERSONA`, `TELEGRAM_HTML`, `HOSTILE`, …;

@@ -3,10 +3,9 @@
 //! each firing is a job like a person's message: same order, limits, `/stop` and pipeline.
 //!
 //! - `when`, `recurrence` — reading times and schedules, in the chat's time zone;
-//! - `task` — reading a stored task's recurrence;
-//! - `timer` — sleeping until a wall-clock time, however the clock is set meanwhile.
+//! - `task` — reading a stored task's recurrence.
 //!
-//! The timer sleeps until the next due task and wakes early only when tasks change or the
+//! The scheduler sleeps on its [`WallClock`] until the next due task and wakes early only when tasks change or the
 //! clock is set — no polling. A firing stores its job and moves its task to the next slot
 //! in one durable transaction, so a slot fires once, also across a crash. A task missed
 //! while the bot was down fires once at start, marked late, if it is younger than
@@ -14,7 +13,6 @@
 
 mod recurrence;
 mod task;
-mod timer;
 mod when;
 
 pub use crate::store::{NewTask, Task, TaskKind};
@@ -28,7 +26,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::{ChatService, NewJob, Notice, Origin, PendingJob, Preferences};
-use crate::clock;
+use crate::clock::WallClock;
 use crate::ids::{ChatId, TaskId, UserId};
 use crate::prompt::ScheduledRun;
 use crate::store::{StoreError, Tasks};
@@ -128,24 +126,32 @@ pub struct Scheduler {
     changed: Notify,
     /// Tasks due before this are late whatever their lateness: the bot was not running.
     started_unix_ms: u64,
+    /// The bot's: [`crate::clock::SystemClock`].
+    clock: Arc<dyn WallClock>,
 }
 
 impl Scheduler {
-    pub fn new(service: Arc<ChatService>, tasks: Tasks, config: ScheduleConfig) -> Arc<Self> {
+    pub fn new(
+        service: Arc<ChatService>,
+        tasks: Tasks,
+        config: ScheduleConfig,
+        clock: Arc<dyn WallClock>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             preferences: service.preferences().clone(),
             service,
             tasks,
             config,
             changed: Notify::new(),
-            started_unix_ms: clock::unix_ms(),
+            started_unix_ms: clock.unix_ms(),
+            clock,
         })
     }
 
     /// `/remind <when> <text>` from `creator`.
     pub async fn remind(&self, creator: Creator, args: &str) -> Result<Added, ScheduleError> {
         let zone = self.preferences.time_zone(creator.chat_id).await;
-        let now = clock::unix_ms();
+        let now = self.clock.unix_ms();
         let (due, text) = parse_when(args, now, &zone)?;
         let task = NewTask {
             chat_id: creator.chat_id,
@@ -163,7 +169,7 @@ impl Scheduler {
     /// `/every <schedule> <prompt>` from `creator`.
     pub async fn every(&self, creator: Creator, args: &str) -> Result<Added, ScheduleError> {
         let zone = self.preferences.time_zone(creator.chat_id).await;
-        let now = clock::unix_ms();
+        let now = self.clock.unix_ms();
         let (recurrence, prompt) = Recurrence::parse(args, now)?;
         let due = recurrence
             .next_after(now, &zone)
@@ -209,7 +215,7 @@ impl Scheduler {
     pub async fn tasks(&self, chat_id: ChatId) -> Result<(Vec<Listed>, Zone), StoreError> {
         let zone = self.preferences.time_zone(chat_id).await;
         let tasks = self.tasks.of_chat(chat_id).await?;
-        let now = clock::unix_ms();
+        let now = self.clock.unix_ms();
         let listed = tasks
             .into_iter()
             .map(|t| listed_in(t, &zone, now))
@@ -220,7 +226,7 @@ impl Scheduler {
     /// Every chat's tasks, soonest first, each with its chat id (the dashboard's Tasks page).
     pub async fn all_tasks(&self) -> Result<Vec<(ChatId, Listed)>, StoreError> {
         let tasks = self.tasks.all().await?;
-        let now = clock::unix_ms();
+        let now = self.clock.unix_ms();
         let mut listed = Vec::with_capacity(tasks.len());
         for task in tasks {
             let zone = self.preferences.time_zone(task.task.chat_id).await;
@@ -244,7 +250,7 @@ impl Scheduler {
     pub async fn set_zone(&self, chat_id: ChatId, name: &str) -> Result<Zone, ScheduleError> {
         let zone = Zone::parse(name)?;
         let moved = zone.clone();
-        let now = clock::unix_ms();
+        let now = self.clock.unix_ms();
         let next_due = move |task: &Task| {
             recurrence_of(&task.task)
                 .and_then(Result::ok)
@@ -267,24 +273,15 @@ impl Scheduler {
                 Some(NextTask {
                     id: task.id,
                     chat_id: task.task.chat_id,
-                    when: zone.format(task.task.next_due_unix_ms, clock::unix_ms()),
+                    when: zone.format(task.task.next_due_unix_ms, self.clock.unix_ms()),
                 })
             }
         };
         Ok(Summary { count, next })
     }
 
-    /// Fires tasks as they come due until `shutdown`: one timer, asleep until the next.
+    /// Fires tasks as they come due until `shutdown`, asleep on the clock until the next.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let mut timer = match timer::WallTimer::new() {
-            Ok(timer) => timer,
-            Err(e) => {
-                tracing::error!(
-                    "cannot create the scheduler's timer ({e}); scheduled tasks will not fire"
-                );
-                return;
-            }
-        };
         loop {
             let pause = match self.fire_due().await {
                 Ok(next) => next,
@@ -292,12 +289,12 @@ impl Scheduler {
                     tracing::error!(
                         "scheduled tasks: the database failed ({e}); trying again in {RETRY_AFTER_STORE_ERROR:?}"
                     );
-                    Some(clock::unix_ms() + RETRY_AFTER_STORE_ERROR.as_millis() as u64)
+                    Some(self.clock.unix_ms() + RETRY_AFTER_STORE_ERROR.as_millis() as u64)
                 }
             };
             let sleep = async {
                 match pause {
-                    Some(due) => timer.sleep_until(due).await,
+                    Some(due) => self.clock.sleep_until(due).await,
                     None => std::future::pending().await,
                 }
             };
@@ -314,7 +311,7 @@ impl Scheduler {
 
     /// Fires every task due now; returns when the next one is due.
     async fn fire_due(&self) -> Result<Option<u64>, StoreError> {
-        let now = clock::unix_ms();
+        let now = self.clock.unix_ms();
         for task in self.tasks.due(now).await? {
             self.fire(task, now).await?;
         }

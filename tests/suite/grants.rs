@@ -1,7 +1,7 @@
 //! What a stage may reach beyond its sandbox, and only that: HTTP to granted origins
 //! (checked per request, resolved addresses too, capped per call), a private key-value
 //! store within its quota — and guests of the oldest and the newest WIT version side by side
-//! (tests/tests/wit_versions.rs has every version).
+//! (tests/suite/wit_versions.rs has every version).
 
 use std::time::{Duration, Instant};
 

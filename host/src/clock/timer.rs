@@ -93,7 +93,7 @@ impl WallTimer {
     /// Without a timerfd: a monotonic sleep of at most a minute, so a changed clock is noticed
     /// within one.
     pub async fn sleep_until(&mut self, unix_ms: u64) -> io::Result<()> {
-        let wait = unix_ms.saturating_sub(crate::clock::unix_ms()).min(60_000);
+        let wait = unix_ms.saturating_sub(super::unix_ms()).min(60_000);
         tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
         Ok(())
     }
@@ -102,17 +102,22 @@ impl WallTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock;
 
     #[tokio::test]
     async fn wakes_at_the_wall_clock_time_and_at_once_for_a_past_one() {
         let mut timer = WallTimer::new().unwrap();
         let start = std::time::Instant::now();
-        timer.sleep_until(clock::unix_ms() + 150).await.unwrap();
+        timer
+            .sleep_until(super::super::unix_ms() + 150)
+            .await
+            .unwrap();
         let waited = start.elapsed().as_millis();
         assert!((140..1000).contains(&waited), "woke after {waited} ms");
         let start = std::time::Instant::now();
-        timer.sleep_until(clock::unix_ms() - 10_000).await.unwrap();
+        timer
+            .sleep_until(super::super::unix_ms() - 10_000)
+            .await
+            .unwrap();
         timer.sleep_until(0).await.unwrap();
         assert!(start.elapsed().as_millis() < 100, "a past time is due now");
     }

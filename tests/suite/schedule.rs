@@ -1,17 +1,31 @@
-//! Scheduled tasks end to end: the real `pi-agent run` with the default guests, a fake
-//! Telegram and a fake Ollama on loopback — reminders on time, recurring prompts through the
-//! pipeline, `/tasks` and `/cancel`, tasks that came due while the bot was killed, and the
-//! morning briefing with the weather, calendar and news guests against their fakes.
+//! Scheduled tasks. End to end, the real `pi-agent run` with the default guests, a fake
+//! Telegram and a fake Ollama on loopback: a reminder on time, `/tasks` and `/cancel`, tasks
+//! that came due while the bot was killed. In process, on a clock the test moves forward
+//! (recurring tasks come due at minute boundaries; waiting for real ones cost minutes): a
+//! recurring prompt in two slots through the formatters, and the morning briefing with the
+//! weather, calendar and news guests against their fakes.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use pi_agent::chat::Origin;
+use pi_agent::ids::{ChatId, UserId};
+use pi_agent::schedule::{Creator, ScheduleConfig, Scheduler};
+use pi_agent::zone::Zone;
 
 use pi_agent_tests::bot::{FRIEND, Harness, OWNER};
 use pi_agent_tests::fake_calendar::{self, FakeCalendar};
 use pi_agent_tests::fake_news::{FakeNews, HEADLINES};
-use pi_agent_tests::fake_ollama::Script;
 use pi_agent_tests::fake_telegram::SentMessage;
 use pi_agent_tests::fake_weather::FakeWeather;
-use pi_agent_tests::guests;
+use pi_agent_tests::manual_clock::ManualClock;
+use pi_agent_tests::service::{Options, Service, Shown};
+use pi_agent_tests::{Scratch, guests};
+use tokio_util::sync::CancellationToken;
+
+/// How long an in-process test waits for an answer once its task is due (real time: the
+/// guests fetch from the fakes).
+const PATIENCE: Duration = Duration::from_secs(30);
 
 async fn harness() -> Harness {
     Harness::start(env!("CARGO_BIN_EXE_pi-agent-cli")).await
@@ -35,6 +49,8 @@ fn reminders(h: &Harness, chat: i64, text: &str) -> Vec<SentMessage> {
         .collect()
 }
 
+// Real time, 2 s: the one test of the system's wall-clock timer (timerfd) firing a task in
+// the real bot.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reminder_arrives_on_time_through_the_shapers_and_only_once() {
     let mut h = harness().await;
@@ -169,53 +185,6 @@ async fn tasks_are_listed_and_cancelled_and_bad_times_are_explained() {
     assert_eq!(h.llm.chat_count(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_recurring_prompt_fires_in_two_slots_through_the_formatters() {
-    let mut h = harness().await;
-    h.llm.set_default_script(Script::echo());
-    let _bot = h.bot(&[]);
-    // Standard cron, every minute: two slots at most two minutes apart.
-    h.telegram
-        .push_message(FRIEND, FRIEND, "/every * * * * * How are the plants?");
-    h.wait_for_message(FRIEND, |m| m.visible_text.contains("(task "))
-        .await;
-    let answered = |h: &Harness| {
-        h.telegram
-            .sent_messages(FRIEND)
-            .into_iter()
-            .filter(|m| m.visible_text.starts_with("⏰ How are the plants?"))
-            .count()
-    };
-    let patience = Duration::from_secs(150);
-    assert!(
-        h.telegram.wait_for(|_| answered(&h) >= 2, patience).await,
-        "two firings: {:#?}\n{}",
-        h.telegram.sent_messages(FRIEND),
-        h.logs()
-    );
-    let requests = h.llm.chat_requests();
-    assert_eq!(requests.len(), 2);
-    for request in &requests {
-        let messages: Vec<&str> = request["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["content"].as_str().unwrap())
-            .collect();
-        // The persona formatter ran: the system prompt is folded into the first user turn.
-        assert!(
-            messages[0].starts_with("You are a concise")
-                && messages.last().unwrap().ends_with("How are the plants?"),
-            "{messages:?}"
-        );
-    }
-    let reply = &h.telegram.sent_messages(FRIEND)[1];
-    assert!(
-        reply.visible_text.contains("\n\necho: "),
-        "the answer follows the announcement: {reply:?}"
-    );
-}
-
 /// Asks for a reminder due in 2 s, then kills the bot before it is due.
 async fn remind_then_kill(h: &mut Harness, chat: i64, text: &str, grace: &str) {
     let mut bot = h.bot(&[("MISSED_TASK_GRACE", grace)]);
@@ -229,6 +198,8 @@ async fn remind_then_kill(h: &mut Harness, chat: i64, text: &str, grace: &str) {
     tokio::time::sleep(Duration::from_secs(4)).await;
 }
 
+// Real time, about 10 s: a process killed and started again reads the system's clock, which
+// no test can move; the reminders are due in 2 s and the bot stays down for 4.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_task_due_while_the_bot_was_killed_fires_once_late_or_is_skipped_past_the_grace() {
     let mut h = harness().await;
@@ -267,16 +238,111 @@ async fn a_task_due_while_the_bot_was_killed_fires_once_late_or_is_skipped_past_
     );
 }
 
+// ---- in process, on a clock the test moves ----
+
+/// A scheduler for `service`'s chats on a clock the test moves, firing until dropped.
+struct MovedScheduler {
+    scheduler: Arc<Scheduler>,
+    clock: Arc<ManualClock>,
+    _stop: tokio_util::sync::DropGuard,
+}
+
+impl MovedScheduler {
+    fn start(service: &Service) -> Self {
+        let clock = Arc::new(ManualClock::default());
+        let config = ScheduleConfig {
+            missed_grace: Duration::from_secs(6 * 60 * 60),
+        };
+        let scheduler = Scheduler::new(
+            service.service.clone(),
+            service.database.tasks(),
+            config,
+            clock.clone(),
+        );
+        let stop = CancellationToken::new();
+        tokio::spawn(scheduler.clone().run(stop.clone()));
+        Self {
+            scheduler,
+            clock,
+            _stop: stop.drop_guard(),
+        }
+    }
+
+    /// `/every <args>` from `chat`.
+    async fn every(&self, chat: i64, args: &str) {
+        let creator = Creator {
+            chat_id: ChatId(chat),
+            user_id: UserId(chat),
+            origin: Origin::default(),
+        };
+        self.scheduler.every(creator, args).await.unwrap();
+    }
+
+    /// Moves the clock to the next minute, when `* * * * *` is due.
+    fn next_minute(&self) {
+        self.clock.advance_to_next_minute(Duration::from_millis(50));
+    }
+}
+
+fn finished(service: &Service, chat: i64) -> Vec<String> {
+    service
+        .recorder
+        .endings(chat)
+        .into_iter()
+        .map(|shown| match shown {
+            Shown::Finish(text) => text,
+            other => panic!("not an answer: {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recurring_prompt_fires_in_two_slots_through_the_formatters() {
+    let scratch = Scratch::default();
+    let options = Options {
+        manifest: scratch.default_manifest(),
+        workers: 1,
+        echo_every: Duration::from_millis(1),
+        zone: Zone::utc(),
+    };
+    let s = Service::start(scratch, options, async |_| {}).await;
+    let tasks = MovedScheduler::start(&s);
+    // Standard cron, every minute.
+    tasks.every(FRIEND, "* * * * * How are the plants?").await;
+    for slot in 1..=2 {
+        tasks.next_minute();
+        s.answered_within(FRIEND, slot, PATIENCE).await;
+    }
+    let asked: Vec<String> = s.llm.asked().into_iter().map(|a| a.question).collect();
+    // The persona formatter ran: its system prompt is folded into the chat's first turn;
+    // the second firing follows the first in the chat's history.
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(asked[0].starts_with("You are a concise"), "{asked:?}");
+    assert!(asked[0].ends_with("\n\nHow are the plants?"), "{asked:?}");
+    assert_eq!(asked[1], "How are the plants?");
+    // Each answer follows its announcement (the scripted model echoes the question).
+    let answers = finished(&s, FRIEND);
+    assert!(
+        answers[0].starts_with("⏰ How are the plants?\n\nre You are a concise"),
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers[1],
+        "⏰ How are the plants?\n\nre How are the plants?"
+    );
+    s.shut_down().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_morning_briefing_brings_weather_calendar_and_news_in_one_message() {
-    let mut h = harness().await;
     let (weather, calendar, news) = (
         FakeWeather::start().await,
         FakeCalendar::start().await,
         FakeNews::start().await,
     );
-    let default = std::fs::read_to_string(h.scratch.default_manifest()).unwrap();
-    let manifest = h.scratch.manifest(&format!(
+    let scratch = Scratch::default();
+    let default = std::fs::read_to_string(scratch.default_manifest()).unwrap();
+    let manifest = scratch.manifest(&format!(
         "{default}
 [[stage]]
 name = \"weather\"
@@ -295,7 +361,7 @@ name = \"calendar\"
 guest = {calendar_guest:?}
 timeout_ms = 5000
 [stage.config]
-ics_url = \"${{GOOGLE_CALENDAR_ICS}}\"
+ics_url = {ics_url:?}
 [stage.grants]
 http = [{calendar_origin:?}]
 
@@ -312,57 +378,35 @@ kv_kib = 64
         weather_guest = guests::WEATHER,
         weather_url = weather.url(),
         calendar_guest = guests::CALENDAR,
+        ics_url = calendar.ics_url(),
         calendar_origin = calendar.origin(),
         news_guest = guests::NEWS,
         news_url = news.url(),
     ));
-    h.use_manifest(manifest);
-    h.llm.set_default_script(Script::echo());
-    // The calendar's "today" is the chat's: the bot's default zone, where the fake lives.
-    let ics_url = calendar.ics_url();
-    let _bot = h.bot(&[
-        ("TIMEZONE", fake_calendar::ZONE),
-        ("GOOGLE_CALENDAR_ICS", &ics_url),
-    ]);
-    h.telegram
-        .push_message(FRIEND, FRIEND, "/every * * * * * Good morning briefing");
-    let confirmation = h
-        .wait_for_message(FRIEND, |m| m.visible_text.contains("(task "))
-        .await;
-    let patience = Duration::from_secs(75);
-    let briefed = h
-        .telegram
-        .wait_for(
-            |t| {
-                t.sent_messages(FRIEND)
-                    .iter()
-                    .any(|m| m.visible_text.starts_with("⏰ Good morning briefing"))
-            },
-            patience,
-        )
-        .await;
-    assert!(briefed, "no briefing within a minute:\n{}", h.logs());
-    h.telegram.push_message(
-        FRIEND,
-        FRIEND,
-        &format!("/cancel {}", task_id(&confirmation)),
+    // The calendar's "today" is the chat's: the default zone, where the fake lives.
+    let options = Options {
+        manifest,
+        workers: 1,
+        echo_every: Duration::from_millis(1),
+        zone: Zone::parse(fake_calendar::ZONE).unwrap(),
+    };
+    let s = Service::start(scratch, options, async |_| {}).await;
+    let tasks = MovedScheduler::start(&s);
+    tasks.every(FRIEND, "* * * * * Good morning briefing").await;
+    tasks.next_minute();
+    s.answered_within(FRIEND, 1, PATIENCE).await;
+
+    let asked = s.llm.asked()[0].question.clone();
+    // As Telegram shows it: the telegram-html shaper escaped it.
+    let briefing = finished(&s, FRIEND)
+        .remove(0)
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    assert!(
+        briefing.starts_with("⏰ Good morning briefing"),
+        "{briefing}"
     );
-    // Streamed in: the whole echo is there once the last headline is.
-    let briefing = h
-        .wait_for_message(FRIEND, |m| {
-            m.visible_text.starts_with("⏰ Good morning briefing")
-                && m.visible_text.contains(HEADLINES[4])
-        })
-        .await
-        .visible_text;
-    let asked = h.llm.chat_requests()[0]["messages"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()["content"]
-        .as_str()
-        .unwrap()
-        .to_owned();
     for text in [&asked, &briefing] {
         assert!(text.contains("now 4 °C, overcast"), "the forecast: {text}");
         for event in [
@@ -382,8 +426,5 @@ kv_kib = 64
             assert!(text.contains(headline), "the headline {headline}: {text}");
         }
     }
-    assert!(
-        !h.logs().contains(fake_calendar::KEY),
-        "the calendar's secret address stays out of the log"
-    );
+    s.shut_down().await;
 }

@@ -4,252 +4,53 @@
 //! sandbox running the hostile test guest (it upper-cases messages and replies, and
 //! misbehaves on command).
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use futures_util::future::BoxFuture;
-use pi_agent::chat::{
-    Accepted, AdminNotice, ChatConfig, ChatService, Enqueued, JobKind, MAX_ATTEMPTS, NewJob,
-    Notice, Origin, PendingJob, Replies, ReplySink,
-};
-use pi_agent::ids::{ChatId, TaskId, UserId};
-use pi_agent::llm::scripted::{Answer, ScriptedLlm};
-use pi_agent::llm::{Api, BackendSettings, LlmConfig, LlmError};
-use pi_agent::prompt::{Reply, ScheduledRun};
+use pi_agent::chat::{Accepted, Enqueued, JobKind, MAX_ATTEMPTS, NewJob, Origin, PendingJob};
+use pi_agent::ids::{ChatId, TaskId};
+use pi_agent::llm::LlmError;
+use pi_agent::llm::scripted::Answer;
+use pi_agent::prompt::ScheduledRun;
 use pi_agent::store::Database;
-use pi_agent::telegram::{admin, messages};
 use pi_agent::zone::Zone;
+use pi_agent_tests::service::{GRACE, Options, Service, Shown, database_path, new_job};
 use pi_agent_tests::{Scratch, guests};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-const GRACE: Duration = Duration::from_secs(5);
 /// The hostile stage's deadline in these tests.
 const STAGE_TIMEOUT: Duration = Duration::from_millis(500);
 
-// ---- a recording reply sink ----
-
-#[derive(Debug, Clone, PartialEq)]
-enum Shown {
-    Partial(String),
-    Finish(String),
-    Notice(String),
-}
-
-#[derive(Default)]
-struct Recorder {
-    /// (chat, when, what) in the order it happened; notices as Telegram words them.
-    shown: Mutex<Vec<(i64, Instant, Shown)>>,
-    admins: Mutex<Vec<String>>,
-}
-
-impl Recorder {
-    fn shown(&self, chat: i64) -> Vec<(Instant, Shown)> {
-        let shown = self.shown.lock().unwrap();
-        shown
-            .iter()
-            .filter(|(c, ..)| *c == chat)
-            .map(|(_, at, s)| (*at, s.clone()))
-            .collect()
-    }
-
-    /// The final text or notice of `chat`'s answers, in order.
-    fn endings(&self, chat: i64) -> Vec<Shown> {
-        self.shown(chat)
-            .into_iter()
-            .map(|(_, s)| s)
-            .filter(|s| !matches!(s, Shown::Partial(_)))
-            .collect()
-    }
-
-    fn admin_messages(&self) -> Vec<String> {
-        self.admins.lock().unwrap().clone()
-    }
-}
-
-#[derive(Clone, Default)]
-struct Recorded(Arc<Recorder>);
-
-struct RecordedSink {
-    recorder: Arc<Recorder>,
-    chat: i64,
-}
-
-impl RecordedSink {
-    fn record(&self, shown: Shown) {
-        let entry = (self.chat, Instant::now(), shown);
-        self.recorder.shown.lock().unwrap().push(entry);
-    }
-}
-
-impl Replies for Recorded {
-    fn open(&self, chat_id: ChatId, _message_id: Option<i32>) -> Box<dyn ReplySink> {
-        Box::new(RecordedSink {
-            recorder: self.0.clone(),
-            chat: chat_id.0,
-        })
-    }
-
-    fn tell_admins<'a>(&'a self, notice: &'a AdminNotice) -> BoxFuture<'a, ()> {
-        self.0.admins.lock().unwrap().push(admin::notice(notice));
-        Box::pin(async {})
-    }
-
-    fn announcement(&self, text: &str, run: &ScheduledRun, zone: &Zone) -> String {
-        messages::announcement(text, run, zone)
-    }
-}
-
-impl ReplySink for RecordedSink {
-    fn working(&mut self) -> BoxFuture<'_, ()> {
-        Box::pin(async {})
-    }
-
-    fn partial<'a>(&'a mut self, reply: &'a Reply) -> BoxFuture<'a, ()> {
-        self.record(Shown::Partial(reply.text.clone()));
-        Box::pin(async {})
-    }
-
-    fn finish<'a>(&'a mut self, reply: &'a Reply) -> BoxFuture<'a, anyhow::Result<()>> {
-        self.record(Shown::Finish(reply.text.clone()));
-        Box::pin(async { Ok(()) })
-    }
-
-    fn notice<'a>(&'a mut self, notice: &'a Notice) -> BoxFuture<'a, anyhow::Result<()>> {
-        self.record(Shown::Notice(messages::notice(notice)));
-        Box::pin(async { Ok(()) })
-    }
-}
-
 // ---- the service under test ----
 
-struct Setup {
-    service: Arc<ChatService>,
-    llm: Arc<ScriptedLlm>,
-    recorder: Arc<Recorder>,
-    shutdown: CancellationToken,
-    workers: tokio::task::JoinHandle<()>,
-    scratch: Scratch,
-    next_message: i32,
+/// A service with `workers` workers on the hostile pipeline, and its workers running.
+async fn start(workers: usize) -> Service {
+    start_with(workers, Duration::from_millis(10), async |_| {}).await
 }
 
-impl Setup {
-    /// A service with `workers` workers on the hostile pipeline, and its workers running.
-    async fn start(workers: usize) -> Self {
-        Self::start_with(workers, Duration::from_millis(10), async |_| {}).await
-    }
-
-    /// Like `start`, with the LLM echoing a word per `echo_every`, and `prepare` may fill
-    /// the database first.
-    async fn start_with(
-        workers: usize,
-        echo_every: Duration,
-        prepare: impl AsyncFnOnce(&Database),
-    ) -> Self {
-        let scratch = Scratch::default();
-        let manifest = scratch.single_stage(
-            "hostile",
-            guests::HOSTILE,
-            &format!("timeout_ms = {}", STAGE_TIMEOUT.as_millis()),
-        );
-        let pipeline = pi_agent_tests::load(&manifest).await;
-        let database = Database::open(&database(scratch.path())).unwrap();
-        prepare(&database).await;
-        let llm = Arc::new(ScriptedLlm::new("the fake LLM", echo_every));
-        let replies = Recorded::default();
-        let recorder = replies.0.clone();
-        let service = ChatService::new(
-            ChatConfig {
-                history_messages: 10,
-                queue_capacity: 10,
-                llm_concurrency: workers,
-                shutdown_grace: GRACE,
-                edit_interval: Duration::from_secs(1),
-                time_zone: Zone::utc(),
-            },
-            LlmConfig {
-                primary: BackendSettings {
-                    api: Api::Ollama,
-                    url: String::new(),
-                    api_key: None,
-                    model: "test".into(),
-                },
-                fallback: None,
-                timeouts: Default::default(),
-                keep_alive: None,
-                options: Default::default(),
-            },
-            llm.clone(),
-            Arc::new(ArcSwap::from_pointee(pipeline)),
-            &database,
-            Arc::new(replies),
-        );
-        service.recover().await.unwrap();
-        let shutdown = CancellationToken::new();
-        let workers = tokio::spawn({
-            let (service, shutdown) = (service.clone(), shutdown.clone());
-            async move { service.run_workers(shutdown).await }
-        });
-        Self {
-            service,
-            llm,
-            recorder,
-            shutdown,
-            workers,
-            scratch,
-            next_message: 0,
-        }
-    }
-
-    async fn send(&mut self, chat: i64, text: &str) -> Accepted {
-        self.next_message += 1;
-        self.service
-            .accept(new_job(chat, self.next_message, text))
-            .await
-            .unwrap()
-    }
-
-    /// Waits (on the paused clock) until `chat` has `n` answers or notices.
-    async fn answered(&self, chat: i64, n: usize) {
-        let give_up = Instant::now() + Duration::from_secs(600);
-        while self.recorder.endings(chat).len() < n {
-            assert!(
-                Instant::now() < give_up,
-                "chat {chat} got {:?}",
-                self.recorder.shown(chat)
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Stops the workers as the bot does on SIGTERM; returns how long that took.
-    async fn shut_down(self) -> (Duration, Scratch) {
-        let started = Instant::now();
-        self.shutdown.cancel();
-        self.workers.await.unwrap();
-        (started.elapsed(), self.scratch)
-    }
+/// Like `start`, with the LLM echoing a word per `echo_every`, and `prepare` may fill the
+/// database first.
+async fn start_with(
+    workers: usize,
+    echo_every: Duration,
+    prepare: impl AsyncFnOnce(&Database),
+) -> Service {
+    let scratch = Scratch::default();
+    let manifest = scratch.single_stage(
+        "hostile",
+        guests::HOSTILE,
+        &format!("timeout_ms = {}", STAGE_TIMEOUT.as_millis()),
+    );
+    let options = Options {
+        manifest,
+        workers,
+        echo_every,
+        zone: Zone::utc(),
+    };
+    Service::start(scratch, options, prepare).await
 }
 
-fn database(dir: &Path) -> std::path::PathBuf {
-    dir.join("data/pi-agent.sqlite3")
-}
-
-fn new_job(chat: i64, message_id: i32, text: &str) -> NewJob {
-    NewJob {
-        chat_id: ChatId(chat),
-        kind: JobKind::Message { message_id },
-        user_id: UserId(chat),
-        text: text.to_owned(),
-        origin: Origin::default(),
-        received_unix_ms: 0,
-    }
-}
-
-async fn pending(dir: &Path) -> Vec<PendingJob> {
-    let database = Database::open(&database(dir)).unwrap();
+async fn pending(scratch: &Scratch) -> Vec<PendingJob> {
+    let database = Database::open(&database_path(scratch)).unwrap();
     database.jobs().pending().await.unwrap()
 }
 
@@ -261,7 +62,7 @@ fn finish(text: &str) -> Shown {
 
 #[tokio::test(start_paused = true)]
 async fn a_chats_messages_are_answered_in_order_while_other_chats_go_ahead() {
-    let mut s = Setup::start_with(2, Duration::from_secs(1), async |_| {}).await;
+    let mut s = start_with(2, Duration::from_secs(1), async |_| {}).await;
     s.send(1, "one").await;
     // Chat 1 is busy: its second message waits behind the first, free worker or not.
     assert_eq!(s.send(1, "two").await, Accepted::Queued { ahead: 1 });
@@ -303,7 +104,7 @@ fn task_job(chat: i64, kind: JobKind, text: &str, late: bool) -> NewJob {
 
 #[tokio::test(start_paused = true)]
 async fn a_reminder_goes_through_the_shapers_only_and_does_not_wait_for_a_busy_llm() {
-    let mut s = Setup::start_with(1, Duration::from_secs(1), async |_| {}).await;
+    let mut s = start_with(1, Duration::from_secs(1), async |_| {}).await;
     s.send(1, "a long question").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let reminder = task_job(2, JobKind::Reminder, "tea", false);
@@ -318,12 +119,12 @@ async fn a_reminder_goes_through_the_shapers_only_and_does_not_wait_for_a_busy_l
     assert_eq!(s.llm.asked().len(), 1, "the LLM was not asked for it");
     s.answered(1, 1).await;
     let (_, scratch) = s.shut_down().await;
-    assert!(pending(scratch.path()).await.is_empty());
+    assert!(pending(&scratch).await.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_scheduled_prompt_is_answered_by_the_llm_under_its_announcement() {
-    let s = Setup::start(1).await;
+    let s = start(1).await;
     s.service
         .accept(task_job(3, JobKind::TaskPrompt, "good morning", true))
         .await
@@ -347,7 +148,7 @@ async fn a_scheduled_prompt_is_answered_by_the_llm_under_its_announcement() {
 
 #[tokio::test(start_paused = true)]
 async fn stop_delivers_what_was_written_and_ends_the_job() {
-    let mut s = Setup::start(1).await;
+    let mut s = start(1).await;
     s.llm.push(Answer::words(
         "one two three four five six seven eight",
         Duration::from_secs(1),
@@ -365,12 +166,12 @@ async fn stop_delivers_what_was_written_and_ends_the_job() {
     s.answered(7, 3).await;
     assert_eq!(s.recorder.endings(7)[2], finish("RE NEXT"));
     let (_, scratch) = s.shut_down().await;
-    assert!(pending(scratch.path()).await.is_empty());
+    assert!(pending(&scratch).await.is_empty());
 }
 
 #[tokio::test(start_paused = true)]
 async fn on_shutdown_a_running_answer_finishes_within_the_grace_period_and_waiting_ones_stay() {
-    let mut s = Setup::start(1).await;
+    let mut s = start(1).await;
     s.llm.push(Answer::words("a b c", Duration::from_secs(1)));
     s.send(1, "running").await;
     // Waits: the only worker is busy.
@@ -381,7 +182,7 @@ async fn on_shutdown_a_running_answer_finishes_within_the_grace_period_and_waiti
         took >= Duration::from_millis(2500) && took < GRACE,
         "{took:?}"
     );
-    let left: Vec<String> = pending(scratch.path())
+    let left: Vec<String> = pending(&scratch)
         .await
         .into_iter()
         .map(|j| j.message.text)
@@ -395,7 +196,7 @@ async fn on_shutdown_a_running_answer_finishes_within_the_grace_period_and_waiti
 
 #[tokio::test(start_paused = true)]
 async fn on_shutdown_an_answer_past_the_grace_period_is_cut_and_stays_pending_uncounted() {
-    let mut s = Setup::start(1).await;
+    let mut s = start(1).await;
     s.llm.push(Answer::Hang);
     s.send(1, "hangs").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -405,14 +206,14 @@ async fn on_shutdown_an_answer_past_the_grace_period_is_cut_and_stays_pending_un
         took >= GRACE && took < GRACE + Duration::from_secs(2),
         "{took:?}"
     );
-    let left = pending(scratch.path()).await;
+    let left = pending(&scratch).await;
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].attempts, 0, "a shutdown is not the job's fault");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_guest_that_sleeps_costs_its_own_message_a_timeout_and_the_next_is_served() {
-    let mut s = Setup::start(1).await;
+    let mut s = start(1).await;
     let started = Instant::now();
     // The hostile formatter sleeps for 30 s in a WASI call.
     s.send(1, "sleep:30000").await;
@@ -447,7 +248,7 @@ async fn a_guest_that_sleeps_costs_its_own_message_a_timeout_and_the_next_is_ser
 
 #[tokio::test(start_paused = true)]
 async fn a_stalled_llm_fails_that_message_and_the_next_is_served() {
-    let mut s = Setup::start(1).await;
+    let mut s = start(1).await;
     s.llm.push(Answer::FailAfter {
         after: Duration::from_secs(120),
         error: LlmError::Stalled(Duration::from_secs(120)),
@@ -470,7 +271,7 @@ async fn a_stalled_llm_fails_that_message_and_the_next_is_served() {
 
 #[tokio::test(start_paused = true)]
 async fn a_job_that_was_started_max_attempts_times_is_given_up_once() {
-    let s = Setup::start_with(1, Duration::from_millis(10), async |database| {
+    let s = start_with(1, Duration::from_millis(10), async |database| {
         let jobs = database.jobs();
         let (Enqueued::New(id), _) = jobs.enqueue(new_job(42, 9, "crash me")).await.unwrap() else {
             panic!("a new job")
@@ -491,12 +292,12 @@ async fn a_job_that_was_started_max_attempts_times_is_given_up_once() {
     assert!(admins[0].contains("chat 42"), "{admins:?}");
     assert!(s.llm.asked().is_empty(), "the job was not run again");
     let (_, scratch) = s.shut_down().await;
-    assert!(pending(scratch.path()).await.is_empty(), "the job is gone");
+    assert!(pending(&scratch).await.is_empty(), "the job is gone");
 }
 
 #[tokio::test(start_paused = true)]
 async fn structured_output_is_shown_only_once_complete() {
-    let mut s = Setup::start(1).await;
+    let mut s = start(1).await;
     let json = r#"{"mood": "calm", "words": 3}"#;
     // A formatter asks for JSON ("json" makes the hostile guest do so); the tokens come
     // slowly enough for several partial updates.
